@@ -1,0 +1,80 @@
+"""Service settings: one class, read from the environment (SAFETUNE_*), validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path.home() / ".cache" / "safetune"
+PLACEHOLDER_SECRET = "change-me"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Unset means the embedded default (SQLite + in-process queue)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAFETUNE_", env_file=".env", extra="ignore")
+
+    environment: Literal["dev", "test", "production"] = "dev"
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL: postgresql+psycopg://… or sqlite:///…; empty = SQLite in state_dir",
+    )
+    broker_url: str = Field(default="", description="Celery broker (redis://…); empty = in-process queue")
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, description="embedded DB and scratch space")
+    model_cache: Path = Field(
+        default=DEFAULT_STATE_DIR / "models", description="converted base models live here"
+    )
+    work_dir: Path | None = Field(default=None, description="per-job scratch dirs; default state_dir/jobs")
+
+    max_dataset_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_dataset_lines: int = Field(default=100_000, ge=1)
+    max_line_bytes: int = Field(default=256 * 1024, ge=256)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    max_concurrent_jobs_per_tenant: int = Field(default=4, ge=1)
+    max_queued_jobs_per_tenant: int = Field(default=20, ge=1)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    stale_after_seconds: float = Field(default=120.0, gt=0)
+    requeue_queued_after_seconds: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    training_device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    admin_token: str = Field(default=PLACEHOLDER_SECRET, description="guards the admin CLI/HTTP endpoints")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _allowed_database_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql+psycopg://", "sqlite://")):
+            raise ValueError("database_url must start with postgresql+psycopg:// or sqlite://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment == "production" and self.admin_token == PLACEHOLDER_SECRET:
+            raise ValueError("SAFETUNE_ADMIN_TOKEN must be set to a real secret in production")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: jobs run in-process (the demo / single-machine default)."""
+        return not self.broker_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'safetune.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.work_dir or self.state_dir / "jobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

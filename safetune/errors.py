@@ -1,0 +1,78 @@
+"""One error type with stable machine codes; the API renders it as {"error": {...}}."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorCode(Enum):
+    """Each member is (machine code, HTTP status). Codes are part of the public API: never rename."""
+
+    AUTH_MISSING = ("auth_missing", 401)
+    AUTH_INVALID = ("auth_invalid", 401)
+    ADMIN_ONLY = ("admin_only", 403)
+    NOT_FOUND = ("not_found", 404)
+    JOB_NOT_FOUND = ("job_not_found", 404)
+    FILE_NOT_FOUND = ("file_not_found", 404)
+    REPORT_NOT_READY = ("report_not_ready", 404)
+    ADAPTER_NOT_READY = ("adapter_not_ready", 404)
+    CHECKPOINT_NOT_FOUND = ("checkpoint_not_found", 404)
+    JOB_NOT_CANCELLABLE = ("job_not_cancellable", 409)
+    IDEMPOTENCY_CONFLICT = ("idempotency_conflict", 409)
+    PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
+    DATASET_TOO_LARGE = ("dataset_too_large", 413)
+    DATASET_EMPTY = ("dataset_empty", 422)
+    DATASET_ENCODING = ("dataset_encoding", 422)
+    DATASET_INVALID_LINE = ("dataset_invalid_line", 422)
+    DATASET_HARMFUL = ("dataset_harmful", 422)
+    SPEC_INVALID = ("spec_invalid", 422)
+    BASE_MODEL_UNKNOWN = ("base_model_unknown", 422)
+    REQUEST_INVALID = ("request_invalid", 422)
+    QUOTA_EXCEEDED = ("quota_exceeded", 429)
+    RATE_LIMITED = ("rate_limited", 429)
+    INTERNAL = ("internal_error", 500)
+    DATABASE_UNAVAILABLE = ("database_unavailable", 503)
+    BROKER_UNAVAILABLE = ("broker_unavailable", 503)
+    # job failure codes (stored on the job, not HTTP responses)
+    TRAINING_FAILED = ("training_failed", 500)
+    WORKER_LOST = ("worker_lost", 500)
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def http_status(self) -> int:
+        return self.value[1]
+
+
+class SafetuneError(Exception):
+    """A domain error that knows its machine code, the offending parameter and (for datasets) line."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        param: str | None = None,
+        line: int | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.line = line
+        self.extra = extra
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code.code,
+                "message": self.message,
+                "param": self.param,
+                "line": self.line,
+                **self.extra,
+            }
+        }
