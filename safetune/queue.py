@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 from safetune.config import get_settings
-from safetune.errors import ErrorCode, SafetuneError
 
 TRAIN_TASK = "safetune.train_job"
 REAP_TASK = "safetune.reap_stale_jobs"
@@ -40,10 +39,9 @@ def enqueue_training(job_id: str) -> None:
     try:
         _celery_client().send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE)
     except Exception as exc:  # kombu raises OperationalError and friends
+        # The job row is committed and durable; failing the request now would invite a duplicate
+        # submission. The reaper re-sends queued jobs that no worker picked up.
         log.warning("enqueue failed for %s: %s (the reaper will re-send it)", job_id, exc)
-        raise SafetuneError(
-            ErrorCode.BROKER_UNAVAILABLE, "job saved but the queue is unreachable; it will be retried"
-        ) from exc
 
 
 def reset_client() -> None:
