@@ -1,0 +1,243 @@
+"""Building, converting and loading base models, and attaching LoRA."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from sap_core.config import LoraSpec
+
+# Never reach for the hub: the service runs offline and a silent download would hide a missing cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Build a byte-level tokenizer in code: 256 byte tokens + ChatML specials.
+
+    Returns:
+        A PreTrainedTokenizerFast with a ChatML chat template; eos = pad = <|im_end|>.
+    """
+    # A BPE with no merges over the 256-symbol byte alphabet is exactly "one token per byte".
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    fast.add_special_tokens({"additional_special_tokens": [IM_START, IM_END, PAD]})
+    # eos = pad = <|im_end|> like SmolLM2, so padding code paths match the real model.
+    fast.eos_token = IM_END
+    fast.pad_token = IM_END
+    fast.bos_token = IM_START
+    fast.chat_template = CHATML_TEMPLATE
+    fast.padding_side = "right"
+    return fast
+
+
+def build_tiny_llama(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Build a tiny random Llama (hidden 64, 4 layers) and its byte-level tokenizer.
+
+    Args:
+        seed: Seed for the weight init; the same seed gives identical weights.
+
+    Returns:
+        (model in eval mode, tokenizer).
+    """
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # fork_rng keeps the caller's global RNG untouched while making the init a function of `seed`.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    return model, tokenizer
+
+
+def save_tiny_llama(out_dir: str | Path, seed: int = 0) -> Path:
+    """Materialise the tiny model + tokenizer so it loads with `load_base_model`.
+
+    Args:
+        out_dir: Destination folder (created; replaced atomically).
+        seed: Weight-init seed.
+
+    Returns:
+        The folder path.
+    """
+    model, tokenizer = build_tiny_llama(seed)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(Path(out_dir), write)
+
+
+def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+    """Convert a GGUF (SmolLM2 Q4_1) into a plain HF folder, once (models_data.md §1 recipe).
+
+    Weights are saved in fp32: the dequantised Q4_1 values (q*scale+min) are not exactly representable
+    in bf16, fp32 is lossless with respect to the GGUF, and CPU training runs in fp32 anyway, so
+    nothing is cast at load time. The cost is disk (≈540 MB) in a cache dir that is never committed.
+
+    Args:
+        gguf_path: Path to the .gguf file.
+        out_dir: Destination folder; written to a temp dir first and renamed (atomic).
+
+    Returns:
+        The folder path.
+    """
+    gguf_path = Path(gguf_path)
+    d, f = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    quant = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    cfg = quant.config
+    if hasattr(cfg, "quantization_config"):
+        # save_pretrained refuses gguf-"quantized" models; the weights are already plain fp32.
+        delattr(cfg, "quantization_config")
+    plain = LlamaForCausalLM(cfg)
+    missing, unexpected = plain.load_state_dict(quant.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise ValueError(f"GGUF state dict mismatch: missing={missing} unexpected={unexpected}")
+    del quant
+
+    def write(tmp: Path) -> None:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(Path(out_dir), write)
+
+
+def load_base_model(
+    path: str | Path, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a local HF model folder (offline, local files only).
+
+    Args:
+        path: Folder written by `save_pretrained` / `convert_gguf_to_hf`.
+        device: "cpu", "cuda" or None (cuda when available).
+
+    Returns:
+        (model in eval mode, tokenizer with right padding and a pad token).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Frozen base in bf16 on GPU halves memory; training uses bf16 autocast there anyway. CPU stays fp32.
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def attach_lora(model: PreTrainedModel, spec: LoraSpec) -> PeftModel:
+    """Wrap `model` with a fresh LoRA adapter; only adapter weights are trainable.
+
+    Args:
+        model: Base causal LM.
+        spec: Adapter shape.
+
+    Returns:
+        The PeftModel.
+    """
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    with peft_compat_warnings():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def peft_compat_warnings() -> Iterator[None]:
+    """Silence one known transformers-5 deprecation that peft 0.21 triggers internally.
+
+    peft reads `model.is_gradient_checkpointing` (renamed in transformers 5); our own code never
+    does, and the test suite turns transformers FutureWarnings into errors (STYLE rule 23).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _atomic_dir(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Run write(tmp) into a sibling temp dir, then rename it over `out_dir`."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def autocast_for(model: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast when the model lives on CUDA, otherwise a no-op (CPU trains in fp32)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token loss over labelled tokens; HF shifts labels internally (no pre-shift).
+
+    Args:
+        model: Causal LM (PeftModel or plain).
+        batch: {"input_ids", "attention_mask", "labels"} on the model's device.
+
+    Returns:
+        Scalar loss tensor.
+    """
+    with autocast_for(model):
+        out = model(**batch)
+    return out.loss.float()

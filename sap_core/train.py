@@ -1,0 +1,329 @@
+"""The training loop: one visible loop, extended by callbacks (STYLE rule 20).
+
+Per optimizer step:
+  SAP probe (paper ordering: computed from this step's batch before the outer pass)
+  → forward → loss → backward over grad_accum micro-batches (probe hooks inserted only here)
+  → SAP after-backward (lagged ordering only) → clip → AdamW step → LR schedule → EMA update
+  → validation / checkpoint → callbacks ("stop" ends the loop after this step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from sap_core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sap_core.config import TrainConfig
+from sap_core.contrastive import ContrastiveTriple, default_contrastive_triples
+from sap_core.data import IGNORE_INDEX, EncodedExample, Message, collate, encode_chat, length_grouped_batches
+from sap_core.ema import ParamEma
+from sap_core.guard import SapGuard
+from sap_core.modeling import task_loss
+
+Conversation = Sequence[Message]
+
+
+@dataclass
+class StepState:
+    """Progress snapshot passed to callbacks."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    elapsed_seconds: float
+    val_loss: float | None = None
+
+
+class TrainingCallback:
+    """Subclass and override any hook; returning "stop" from on_step_end ends training after the step."""
+
+    def on_step_end(self, state: StepState) -> str | None:
+        """Called after every optimizer step."""
+        return None
+
+    def on_evaluate(self, state: StepState, val_loss: float) -> None:
+        """Called after each validation pass."""
+
+    def on_checkpoint(self, state: StepState, checkpoint_dir: Path) -> None:
+        """Called after a checkpoint folder is complete on disk."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `finetune`."""
+
+    steps_done: int
+    stopped: bool
+    final_loss: float
+    val_losses: dict[int, float] = field(default_factory=dict)
+    best_step: int | None = None
+    losses: list[float] = field(default_factory=list)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """LR multiplier at `step` (0-based): linear warm-up, then cosine / linear decay or constant.
+
+    Args:
+        step: Optimizer steps already taken.
+        total: Total optimizer steps.
+        warmup: Warm-up steps.
+        schedule: "cosine" | "linear" | "constant".
+
+    Returns:
+        Multiplier in [0, 1].
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _n_targets(batch: dict[str, torch.Tensor]) -> int:
+    # Tokens that contribute to HF's shifted loss: labels from position 1 on.
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def _encode_all(
+    tokenizer: PreTrainedTokenizerBase, convs: Sequence[Conversation], max_seq_len: int
+) -> list[EncodedExample]:
+    return [encode_chat(tokenizer, c, max_seq_len) for c in convs]
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad)
+
+
+@torch.no_grad()
+def evaluation_loss(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Conversation],
+    max_seq_len: int,
+    batch_size: int,
+) -> float:
+    """Mean next-token loss over assistant tokens (token-weighted across batches).
+
+    Args:
+        model: Causal LM (eval mode is used; the previous mode is restored).
+        tokenizer: Tokenizer with a chat template.
+        examples: Conversations.
+        max_seq_len: Truncation length.
+        batch_size: Examples per forward.
+
+    Returns:
+        The mean loss, or NaN when there are no labelled tokens.
+    """
+    encoded = _encode_all(tokenizer, examples, max_seq_len)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(encoded), batch_size):
+            batch = {
+                k: v.to(device) for k, v in collate(encoded[i : i + batch_size], _pad_id(tokenizer)).items()
+            }
+            n = _n_targets(batch)
+            if n:
+                total += float(task_loss(model, batch)) * n
+                count += n
+    finally:
+        model.train(was_training)
+    return total / count if count else float("nan")
+
+
+def finetune(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Sequence[Conversation],
+    config: TrainConfig,
+    *,
+    val: Sequence[Conversation] | None = None,
+    contrastive: Sequence[ContrastiveTriple] | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
+    """Fine-tune the trainable (LoRA) weights of `model` with an optional SAP or EMA guard.
+
+    Args:
+        model: PeftModel on its target device; only `requires_grad` params are trained.
+        tokenizer: Tokenizer with a chat template.
+        train: Training conversations.
+        config: Hyperparameters and guard settings.
+        val: Validation conversations; loss every `eval_every` steps and at the end.
+        contrastive: SAP triples; None loads `default_contrastive_triples()` when guard="sap".
+        callbacks: Progress / cancellation hooks.
+        checkpoint_dir: Where step-N checkpoints go when `checkpoint_every` > 0.
+        resume_from: A step-N checkpoint; continuing gives the same result as never stopping.
+
+    Returns:
+        TrainResult. With guard="ema" the model holds the EMA weights on return (what gets exported).
+    """
+    if not train:
+        raise ValueError("train: need at least one example")
+    if config.checkpoint_every and checkpoint_dir is None:
+        raise ValueError("checkpoint_dir=None: required when checkpoint_every > 0")
+    device = next(model.parameters()).device
+    pad_id = _pad_id(tokenizer)
+    examples = _encode_all(tokenizer, train, config.max_seq_len)
+    lengths = [len(e) for e in examples]
+    n_micro = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = math.ceil(n_micro / config.grad_accum)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters; call attach_lora first")
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, config.lr_schedule)
+    )
+    ema = ParamEma(model, config.ema.decay) if config.guard == "ema" else None
+    sap = None
+    if config.guard == "sap":
+        triples = list(contrastive) if contrastive is not None else default_contrastive_triples()
+        sap = SapGuard(model, tokenizer, triples, config.sap, config.max_seq_len)
+
+    start_step, val_losses, losses = 0, {}, []
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if sap is not None:
+            sap.load_state_dict(state["sap"])
+        start_step, val_losses, losses = state["step"], dict(state["val_losses"]), list(state["losses"])
+        set_rng_state(state["rng"])
+
+    order_cache: dict[int, list[list[int]]] = {}
+
+    def micro_batches(step: int) -> list[dict[str, torch.Tensor]]:
+        # Data position is a pure function of (seed, step): resume needs nothing but the step count.
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch not in order_cache:
+            order_cache.clear()
+            order_cache[epoch] = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+        chosen = order_cache[epoch][k * config.grad_accum : (k + 1) * config.grad_accum]
+        return [
+            {k_: v.to(device) for k_, v in collate([examples[i] for i in idx], pad_id).items()}
+            for idx in chosen
+        ]
+
+    model.train()
+    started = time.perf_counter()
+    stopped, loss_value, step = False, float("nan"), start_step
+    for step in range(start_step + 1, total_steps + 1):
+        t0 = time.perf_counter()
+        batches = micro_batches(step - 1)
+        n_tokens = sum(_n_targets(b) for b in batches)
+        probe = sap.probe_for_step(batches) if sap is not None else None
+        loss_sum = 0.0
+        with sap.probe_inserted(probe) if sap is not None else contextlib.nullcontext():
+            for b in batches:
+                # Token-weighted mean over the whole step, so grad_accum doesn't change the objective.
+                loss = task_loss(model, b) * (_n_targets(b) / max(1, n_tokens))
+                loss.backward()
+                loss_sum += float(loss.detach())
+        if sap is not None and probe is not None:
+            sap.after_backward(batches, probe)
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
+
+        loss_value = loss_sum
+        losses.append(loss_value)
+        seen = sum(int(b["attention_mask"].sum()) for b in batches)
+        now = time.perf_counter()
+        state_ = StepState(
+            step=step,
+            total_steps=total_steps,
+            epoch=(step - 1) // steps_per_epoch,
+            loss=loss_value,
+            learning_rate=lr,
+            tokens_per_second=seen / max(now - t0, 1e-9),
+            elapsed_seconds=now - started,
+        )
+        if val and config.eval_every and step % config.eval_every == 0:
+            _validate(model, tokenizer, val, config, ema, state_, val_losses, callbacks)
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and checkpoint_dir is not None:
+            trainer_state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "sap": sap.state_dict() if sap is not None else None,
+                "val_losses": val_losses,
+                "losses": losses,
+                "config": config.to_dict(),
+            }
+            path = save_checkpoint(checkpoint_dir, step, model, trainer_state)
+            for cb in callbacks:
+                cb.on_checkpoint(state_, path)
+        if any([cb.on_step_end(state_) == "stop" for cb in callbacks]):  # every callback sees the step
+            stopped = True
+            break
+
+    done = step if step > start_step else start_step
+    if val and done not in val_losses and not stopped:
+        final_state = StepState(
+            done,
+            total_steps,
+            (done - 1) // steps_per_epoch,
+            loss_value,
+            0.0,
+            0.0,
+            time.perf_counter() - started,
+        )
+        _validate(model, tokenizer, val, config, ema, final_state, val_losses, callbacks)
+    if ema is not None:
+        ema.copy_to_model()  # the exported adapter is the EMA (sap_ema.md §2.2)
+    model.eval()
+    best = min(val_losses, key=lambda s: val_losses[s]) if val_losses else None
+    return TrainResult(done, stopped, loss_value, val_losses, best, losses)
+
+
+def _validate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    val: Sequence[Conversation],
+    config: TrainConfig,
+    ema: ParamEma | None,
+    state: StepState,
+    val_losses: dict[int, float],
+    callbacks: Sequence[TrainingCallback],
+) -> None:
+    # With EMA the deployed weights are the shadows, so that is what validation measures.
+    ctx: Any = ema.swapped_in() if ema is not None else contextlib.nullcontext()
+    with ctx:
+        loss = evaluation_loss(model, tokenizer, val, config.max_seq_len, config.batch_size)
+    val_losses[state.step] = loss
+    state.val_loss = loss
+    for cb in callbacks:
+        cb.on_evaluate(state, loss)
