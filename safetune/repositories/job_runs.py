@@ -1,0 +1,262 @@
+"""Worker-side job state transitions. Each function only adds/flushes; the caller owns the transaction.
+
+Every transition is a conditional UPDATE on the current status, so two workers (a redelivered task)
+or a worker racing a cancel request can never both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from safetune.models import (
+    ACTIVE_STATUSES,
+    Adapter,
+    BaseEvalCache,
+    Checkpoint,
+    Job,
+    JobEvent,
+    JobStatus,
+    SafetyReport,
+    StoredFile,
+    utcnow,
+)
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    type_: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+    level: str = "info",
+) -> None:
+    session.add(JobEvent(job_id=job_id, type=type_, message=message, data=data, level=level))
+    session.flush()
+
+
+def claim_job(session: Session, job_id: str, worker_id: str) -> bool:
+    """Atomically move a queued job to running. False means someone else has it (or it was cancelled)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested_at.is_(None))
+        .values(
+            status=JobStatus.RUNNING,
+            stage="starting",
+            started_at=now,
+            heartbeat_at=now,
+            attempt=Job.attempt + 1,
+            worker_id=worker_id,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    claimed = result.rowcount == 1  # type: ignore[attr-defined]
+    if claimed:
+        add_event(session, job_id, "started", f"training started on {worker_id}", {"worker": worker_id})
+    return claimed
+
+
+def load_job(session: Session, job_id: str) -> Job:
+    return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+
+
+def load_file_content(session: Session, file_id: str) -> bytes:
+    return session.execute(select(StoredFile.content).where(StoredFile.id == file_id)).scalar_one()
+
+
+def _active(job_id: str) -> Any:
+    return (Job.id == job_id) & Job.status.in_([s.value for s in ACTIVE_STATUSES])
+
+
+def heartbeat(session: Session, job_id: str, **progress: Any) -> bool:
+    """Refresh the heartbeat (and any progress columns). False if the job is no longer active."""
+    result = session.execute(
+        update(Job)
+        .where(_active(job_id))
+        .values(heartbeat_at=utcnow(), **progress)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def set_stage(session: Session, job_id: str, stage: str, status: JobStatus | None = None) -> None:
+    values: dict[str, Any] = {"stage": stage, "heartbeat_at": utcnow()}
+    if status is not None:
+        values["status"] = status
+    session.execute(
+        update(Job).where(_active(job_id)).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    requested = session.execute(select(Job.cancel_requested_at).where(Job.id == job_id)).scalar_one()
+    return requested is not None
+
+
+def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(_active(job_id))
+        .values(status=status, finished_at=utcnow(), stage=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_succeeded(
+    session: Session,
+    job_id: str,
+    *,
+    adapter_zip: bytes,
+    adapter_sha256: str,
+    report: dict[str, Any],
+    verdict: str,
+    base_harmful_score: float | None,
+    tuned_harmful_score: float | None,
+) -> bool:
+    """Adapter, report and final status land together or not at all (caller's transaction)."""
+    if not _finish(session, job_id, JobStatus.SUCCEEDED):
+        return False
+    session.add(
+        Adapter(job_id=job_id, content=adapter_zip, sha256=adapter_sha256, size_bytes=len(adapter_zip))
+    )
+    session.add(
+        SafetyReport(
+            job_id=job_id,
+            schema_version=int(report.get("schema_version", 1)),
+            verdict=verdict,
+            base_harmful_score=base_harmful_score,
+            tuned_harmful_score=tuned_harmful_score,
+            report=report,
+        )
+    )
+    add_event(session, job_id, "succeeded", f"job succeeded; safety verdict: {verdict}", {"verdict": verdict})
+    return True
+
+
+def mark_failed(session: Session, job_id: str, code: str, message: str) -> bool:
+    if not _finish(session, job_id, JobStatus.FAILED, error_code=code, error_message=message[:4000]):
+        return False
+    add_event(session, job_id, "failed", message[:4000], {"code": code}, level="error")
+    return True
+
+
+def mark_cancelled(session: Session, job_id: str) -> bool:
+    if not _finish(session, job_id, JobStatus.CANCELLED):
+        return False
+    add_event(session, job_id, "cancelled", "job cancelled at the user's request")
+    return True
+
+
+def requeue(session: Session, job_id: str, reason: str) -> bool:
+    """Put an interrupted job back in the queue; it resumes from its last checkpoint."""
+    result = session.execute(
+        update(Job)
+        .where(_active(job_id))
+        .values(status=JobStatus.QUEUED, stage=None, queued_at=utcnow(), worker_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(session, job_id, "requeued", reason, level="warning")
+    return True
+
+
+def save_checkpoint(
+    session: Session,
+    job_id: str,
+    *,
+    step: int,
+    train_loss: float | None,
+    val_loss: float | None,
+    adapter_zip: bytes,
+    state_zip: bytes,
+    sha256: str,
+) -> None:
+    existing = session.execute(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
+    ).scalar_one_or_none()
+    if existing is not None:  # a resumed attempt re-reaching the same step keeps the first copy
+        return
+    session.add(
+        Checkpoint(
+            job_id=job_id,
+            step=step,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            adapter_zip=adapter_zip,
+            state_zip=state_zip,
+            sha256=sha256,
+        )
+    )
+    add_event(session, job_id, "checkpoint", f"checkpoint saved at step {step}", {"step": step})
+
+
+def latest_checkpoint_state(session: Session, job_id: str) -> tuple[int, bytes] | None:
+    row = session.execute(
+        select(Checkpoint.step, Checkpoint.state_zip)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def stale_active_jobs(session: Session, older_than: timedelta) -> Sequence[Job]:
+    cutoff = utcnow() - older_than
+    return (
+        session.execute(
+            select(Job).where(
+                Job.status.in_([s.value for s in ACTIVE_STATUSES]),
+                (Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff),
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+def unclaimed_queued_jobs(session: Session, older_than: timedelta) -> Sequence[str]:
+    cutoff = utcnow() - older_than
+    return (
+        session.execute(
+            select(Job.id).where(
+                Job.status == JobStatus.QUEUED,
+                ((Job.queued_at.is_(None)) & (Job.created_at < cutoff)) | (Job.queued_at < cutoff),
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+def touch_queued(session: Session, job_id: str, at: datetime) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(queued_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def cached_base_eval(session: Session, key: str) -> dict[str, Any] | None:
+    row = session.get(BaseEvalCache, key)
+    return row.result if row else None
+
+
+def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:
+    if session.get(BaseEvalCache, key) is None:
+        session.add(BaseEvalCache(cache_key=key, base_model=base_model, result=result))
+        session.flush()
+
+
+def cached_base_evals(session: Session, base_model: str) -> dict[str, dict[str, Any]]:
+    rows = session.execute(
+        select(BaseEvalCache.cache_key, BaseEvalCache.result).where(BaseEvalCache.base_model == base_model)
+    ).all()
+    return {key: result for key, result in rows}

@@ -1,0 +1,45 @@
+"""The embedded default's queue: one in-process thread runs jobs through the same run_job as Celery.
+
+`safetune.queue.enqueue_training` hands job ids here when no broker is configured, so the demo and
+a single-machine install need only SQLite. Jobs still train in a child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from queue import Queue
+
+from safetune.config import get_settings
+from worker.pipeline import run_job
+from worker.reaper import start_background_reaper
+
+log = logging.getLogger("safetune.embedded")
+
+_jobs: Queue[str] = Queue()
+_lock = threading.Lock()
+_started = False
+
+
+def _run_forever() -> None:
+    while True:
+        job_id = _jobs.get()
+        try:
+            run_job(job_id)
+        except Exception:  # run_job records failures itself; this only guards the thread
+            log.exception("embedded runner failed on %s", job_id)
+
+
+def start() -> None:
+    global _started
+    with _lock:
+        if _started:
+            return
+        threading.Thread(target=_run_forever, name="safetune-embedded-worker", daemon=True).start()
+        start_background_reaper(max(5.0, get_settings().heartbeat_seconds * 2))
+        _started = True
+
+
+def submit(job_id: str) -> None:
+    start()
+    _jobs.put(job_id)

@@ -1,0 +1,286 @@
+"""run_job(job_id): claim -> prepare inputs -> supervise the training child -> store results.
+
+Training runs in a child process (worker.training_process) that knows nothing about the database:
+the job config goes in as files, events come back as JSON lines. So a cancel can kill it and free
+all of its memory, a crash in training cannot take the Celery worker down, and another launcher
+(torchrun, Ray) can replace the child without touching this module or the API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+from safetune.config import get_settings
+from safetune.db import session_scope
+from safetune.errors import ErrorCode
+from safetune.models import JobStatus
+from safetune.queue import enqueue_training
+from safetune.repositories import job_runs
+from worker import shutdown
+from worker.archives import sha256_hex, unzip_to, zip_dir
+from worker.progress import ProgressWriter
+
+log = logging.getLogger("safetune.worker")
+
+STOP_FILE = "STOP"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+KILL_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class ChildOutcome:
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    stop_reason: str | None = None  # "cancel" | "shutdown"
+    return_code: int | None = None
+    stderr_tail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str) -> None:
+    """Run one job to a terminal state (or back to the queue on shutdown). Safe to call twice."""
+    settings = get_settings()
+    with session_scope() as session:
+        if not job_runs.claim_job(session, job_id, worker_identity()):
+            log.info("job not claimable (already taken, finished or cancelled)", extra={"job_id": job_id})
+            return
+        attempt = job_runs.load_job(session, job_id).attempt
+    job_dir = settings.jobs_dir / job_id / f"attempt-{attempt}"
+    log.info("job claimed", extra={"job_id": job_id, "attempt": attempt})
+    try:
+        _prepare_inputs(job_id, job_dir)
+        outcome = _supervise_child(job_id, job_dir)
+        _record_outcome(job_id, job_dir, outcome)
+    except Exception as exc:  # never leave a claimed job running: fail it with the reason
+        log.exception("job crashed in the worker", extra={"job_id": job_id})
+        with session_scope() as session:
+            job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL.code, f"worker error: {exc}")
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _prepare_inputs(job_id: str, job_dir: Path) -> None:
+    """Write everything the child needs into job_dir; the child never touches the database."""
+    settings = get_settings()
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    with session_scope() as session:
+        job = job_runs.load_job(session, job_id)
+        (job_dir / "train.jsonl").write_bytes(job_runs.load_file_content(session, job.training_file_id))
+        val_path = eval_path = None
+        if job.validation_file_id:
+            val_path = job_dir / "validation.jsonl"
+            val_path.write_bytes(job_runs.load_file_content(session, job.validation_file_id))
+        if job.eval_file_id:
+            eval_path = job_dir / "eval_prompts.jsonl"
+            eval_path.write_bytes(job_runs.load_file_content(session, job.eval_file_id))
+        resume = job_runs.latest_checkpoint_state(session, job_id)
+        resume_dir = None
+        if resume is not None:
+            resume_dir = job_dir / "resume"
+            unzip_to(resume[1], resume_dir)
+            job_runs.add_event(session, job_id, "resumed", f"resuming from checkpoint at step {resume[0]}")
+        request = {
+            "job_id": job_id,
+            "base_model": job.base_model,
+            "model_cache": str(settings.model_cache),
+            "device": settings.training_device,
+            "spec": job.spec,
+            "guard": job.guard,
+            "train_path": str(job_dir / "train.jsonl"),
+            "val_path": str(val_path) if val_path else None,
+            "eval_prompts_path": str(eval_path) if eval_path else None,
+            "resume_from": str(resume_dir) if resume_dir else None,
+            "checkpoint_dir": str(job_dir / "checkpoints"),
+            "output_dir": str(job_dir / "output"),
+            "base_eval_cache": job_runs.cached_base_evals(session, job.base_model),
+        }
+    (job_dir / "request.json").write_text(json.dumps(request))
+
+
+def _spawn_child(job_dir: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.training_process", str(job_dir)],
+        stdout=subprocess.PIPE,
+        stderr=(job_dir / "stderr.log").open("wb"),
+        text=True,
+        env=env,
+    )
+
+
+def _read_events(stream: Any, sink: Queue[dict[str, Any] | None]) -> None:
+    for line in stream:
+        try:
+            sink.put(json.loads(line))
+        except json.JSONDecodeError:
+            log.debug("non-event output from child: %s", line.rstrip())
+    sink.put(None)  # end of stream
+
+
+def _supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
+    settings = get_settings()
+    child = _spawn_child(job_dir)
+    events: Queue[dict[str, Any] | None] = Queue()
+    threading.Thread(target=_read_events, args=(child.stdout, events), daemon=True).start()
+    outcome = ChildOutcome()
+    progress = ProgressWriter(job_id, heartbeat_seconds=settings.heartbeat_seconds)
+    kill_at: float | None = None
+    stream_open = True
+    while stream_open or child.poll() is None:
+        try:
+            event = events.get(timeout=0.5)
+        except Empty:
+            event = {}
+        if event is None:
+            stream_open = False
+        elif event:
+            _handle_event(job_id, event, outcome, progress)
+        if outcome.stop_reason is None:
+            still_active, cancel = progress.tick()
+            if cancel or not still_active:
+                outcome.stop_reason = "cancel"
+            elif shutdown.requested():
+                outcome.stop_reason = "shutdown"
+            if outcome.stop_reason:
+                # Ask politely (the child checks for this file between steps), then insist.
+                (job_dir / STOP_FILE).write_text(outcome.stop_reason)
+                kill_at = time.monotonic() + KILL_GRACE_SECONDS
+        if kill_at is not None and time.monotonic() > kill_at and child.poll() is None:
+            child.kill()
+            kill_at = None
+        if not stream_open and child.poll() is None:
+            child.wait(timeout=KILL_GRACE_SECONDS)
+    outcome.return_code = child.returncode
+    outcome.stderr_tail = _tail(job_dir / "stderr.log")
+    progress.flush()
+    return outcome
+
+
+def _handle_event(
+    job_id: str, event: dict[str, Any], outcome: ChildOutcome, progress: ProgressWriter
+) -> None:
+    kind = event.get("event")
+    if kind == "stage":
+        progress.stage(event["stage"])
+    elif kind == "plan":
+        progress.plan(event)
+    elif kind == "step":
+        progress.step(event)
+    elif kind == "eval":
+        progress.validation(event)
+    elif kind == "checkpoint":
+        _store_checkpoint(job_id, event)
+    elif kind == "base_eval":
+        with session_scope() as session:
+            job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])
+    elif kind == "done":
+        outcome.done = event
+    elif kind == "error":
+        outcome.error = event
+    elif kind == "stopped":
+        outcome.extra["stopped_at"] = event.get("step")
+
+
+def _store_checkpoint(job_id: str, event: dict[str, Any]) -> None:
+    folder = Path(event["path"])
+    adapter_dir = folder / "adapter" if (folder / "adapter").is_dir() else folder
+    adapter_zip = _zip_adapter(adapter_dir)
+    with session_scope() as session:
+        job_runs.save_checkpoint(
+            session,
+            job_id,
+            step=int(event["step"]),
+            train_loss=event.get("train_loss"),
+            val_loss=event.get("val_loss"),
+            adapter_zip=adapter_zip,
+            state_zip=zip_dir(folder),
+            sha256=sha256_hex(adapter_zip),
+        )
+
+
+def _zip_adapter(adapter_dir: Path) -> bytes:
+    """Only the two PEFT files go into a user-facing archive, whatever else the folder holds."""
+    staging = adapter_dir.parent / f".{adapter_dir.name}-export"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in ADAPTER_FILES:
+        shutil.copy2(adapter_dir / name, staging / name)
+    try:
+        return zip_dir(staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
+    with session_scope() as session:
+        if outcome.stop_reason == "cancel":
+            job_runs.mark_cancelled(session, job_id)
+            return
+        if outcome.stop_reason == "shutdown" and outcome.done is None:
+            requeued = job_runs.requeue(
+                session, job_id, "worker shut down; the job resumes from its last checkpoint"
+            )
+        elif outcome.done is not None:
+            report = json.loads(Path(outcome.done["report_path"]).read_text())
+            adapter_zip = _zip_adapter(Path(outcome.done["adapter_dir"]))
+            summary = report.get("summary", {})
+            job_runs.mark_succeeded(
+                session,
+                job_id,
+                adapter_zip=adapter_zip,
+                adapter_sha256=sha256_hex(adapter_zip),
+                report=report,
+                verdict=str(report.get("verdict", {}).get("status", "warn")),
+                base_harmful_score=summary.get("base_harmful_score"),
+                tuned_harmful_score=summary.get("tuned_harmful_score"),
+            )
+            return
+        elif outcome.error is not None:
+            job_runs.mark_failed(
+                session,
+                job_id,
+                str(outcome.error.get("code", ErrorCode.TRAINING_FAILED.code)),
+                str(outcome.error.get("message", "training failed")),
+            )
+            return
+        else:
+            job_runs.mark_failed(
+                session,
+                job_id,
+                ErrorCode.TRAINING_FAILED.code,
+                f"training process exited with code {outcome.return_code}: {outcome.stderr_tail}",
+            )
+            return
+    if requeued:
+        enqueue_training(job_id)
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:].strip()
+
+
+def job_status(job_id: str) -> JobStatus:
+    with session_scope() as session:
+        return job_runs.load_job(session, job_id).status_enum()

@@ -1,0 +1,94 @@
+"""Turns the child's step/stage events into throttled job-row updates, events and heartbeats."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from safetune.db import session_scope
+from safetune.models import JobStatus
+from safetune.repositories import job_runs
+
+# How often the supervisor may touch the job row for progress and cancel checks: often enough that a
+# cancel lands within a step on CPU, rare enough that 100 workers don't hammer Postgres.
+POLL_SECONDS = 1.0
+METRIC_EVENTS_PER_JOB = 20
+
+
+class ProgressWriter:
+    """Owns the DB side of progress for one job. Every write is its own short transaction."""
+
+    def __init__(self, job_id: str, heartbeat_seconds: float) -> None:
+        self.job_id = job_id
+        self.heartbeat_seconds = min(heartbeat_seconds, POLL_SECONDS)
+        self.total_steps: int | None = None
+        self.pending: dict[str, Any] = {}
+        self.last_poll = 0.0
+
+    def stage(self, stage: str) -> None:
+        status = JobStatus.EVALUATING if stage == "evaluating" else None
+        with session_scope() as session:
+            job_runs.set_stage(session, self.job_id, stage, status)
+            job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", {"stage": stage})
+
+    def plan(self, event: dict[str, Any]) -> None:
+        self.total_steps = int(event["total_steps"])
+        with session_scope() as session:
+            job_runs.heartbeat(session, self.job_id, total_steps=self.total_steps)
+            job_runs.add_event(
+                session,
+                self.job_id,
+                "plan",
+                f"{self.total_steps} optimizer steps over {event.get('num_examples')} examples",
+                {k: v for k, v in event.items() if k != "event"},
+            )
+
+    def step(self, event: dict[str, Any]) -> None:
+        step = int(event["step"])
+        self.pending.update(
+            step=step,
+            last_loss=event.get("loss"),
+            tokens_per_second=event.get("tokens_per_second"),
+        )
+        total = self.total_steps or int(event.get("total_steps") or step)
+        every = max(1, total // METRIC_EVENTS_PER_JOB)
+        if step % every == 0 or step == total:
+            with session_scope() as session:
+                job_runs.add_event(
+                    session,
+                    self.job_id,
+                    "metrics",
+                    f"step {step}/{total}: loss {event.get('loss', float('nan')):.4f}",
+                    {k: v for k, v in event.items() if k != "event"},
+                )
+
+    def validation(self, event: dict[str, Any]) -> None:
+        self.pending["last_val_loss"] = event.get("val_loss")
+        if event.get("best_step") is not None:
+            self.pending["best_step"] = event["best_step"]
+        with session_scope() as session:
+            job_runs.add_event(
+                session,
+                self.job_id,
+                "validation",
+                f"step {event.get('step')}: validation loss {event.get('val_loss', float('nan')):.4f}",
+                {k: v for k, v in event.items() if k != "event"},
+            )
+
+    def tick(self) -> tuple[bool, bool]:
+        """Heartbeat + pending progress + cancel check, throttled. Returns (still_active, cancel)."""
+        now = time.monotonic()
+        if now - self.last_poll < self.heartbeat_seconds:
+            return True, False
+        self.last_poll = now
+        with session_scope() as session:
+            active = job_runs.heartbeat(session, self.job_id, **self.pending)
+            cancel = job_runs.cancel_requested(session, self.job_id)
+        self.pending = {}
+        return active, cancel
+
+    def flush(self) -> None:
+        if self.pending:
+            with session_scope() as session:
+                job_runs.heartbeat(session, self.job_id, **self.pending)
+            self.pending = {}

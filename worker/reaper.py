@@ -1,0 +1,77 @@
+"""Reap jobs whose worker died and re-send queued jobs the broker lost. Safe to run anywhere, often.
+
+Postgres is the source of truth: a `running` job whose heartbeat is older than the cut-off has lost
+its worker. It goes back to the queue (resuming from its last checkpoint) until it has used
+`max_attempts`, then fails with `worker_lost`. Every transition is a conditional UPDATE, so several
+reapers (one per worker) cannot double-handle a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from safetune.config import get_settings
+from safetune.db import session_scope
+from safetune.errors import ErrorCode
+from safetune.models import utcnow
+from safetune.queue import enqueue_training
+from safetune.repositories import job_runs
+
+log = logging.getLogger("safetune.reaper")
+
+
+def reap() -> dict[str, int]:
+    settings = get_settings()
+    to_send: list[str] = []
+    failed = 0
+    with session_scope() as session:
+        for job in job_runs.stale_active_jobs(session, timedelta(seconds=settings.stale_after_seconds)):
+            silent_for = "never" if job.heartbeat_at is None else f"since {job.heartbeat_at.isoformat()}"
+            if job.cancel_requested_at is not None:
+                job_runs.mark_cancelled(session, job.id)
+            elif job.attempt < settings.max_attempts:
+                reason = (
+                    f"worker {job.worker_id} stopped heartbeating ({silent_for}); "
+                    f"attempt {job.attempt}/{settings.max_attempts} lost, resuming from the last checkpoint"
+                )
+                if job_runs.requeue(session, job.id, reason):
+                    to_send.append(job.id)
+            else:
+                failed += job_runs.mark_failed(
+                    session,
+                    job.id,
+                    ErrorCode.WORKER_LOST.code,
+                    f"worker {job.worker_id} stopped heartbeating ({silent_for}) "
+                    f"after {job.attempt} attempts",
+                )
+    with session_scope() as session:
+        lost = job_runs.unclaimed_queued_jobs(
+            session, timedelta(seconds=settings.requeue_queued_after_seconds)
+        )
+        now = utcnow()
+        for job_id in lost:
+            job_runs.touch_queued(session, job_id, now)
+    # Enqueue only after the commit, like the API: the worker's claim needs the committed row.
+    for job_id in [*to_send, *lost]:
+        enqueue_training(job_id)
+    if to_send or lost or failed:
+        log.warning("reaper: requeued %d, re-sent %d, failed %d", len(to_send), len(lost), failed)
+    return {"requeued": len(to_send), "resent": len(lost), "failed": failed}
+
+
+def start_background_reaper(interval_seconds: float, stop: threading.Event | None = None) -> threading.Thread:
+    """Run reap() every interval in a daemon thread (each worker reaps; the claims keep it safe)."""
+    stop = stop or threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_seconds):
+            try:
+                reap()
+            except Exception:  # a DB blip must not kill the reaper; the next tick retries
+                log.exception("reaper tick failed")
+
+    thread = threading.Thread(target=loop, name="safetune-reaper", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,28 @@
+"""Process hooks: a forked child must not reuse the parent's DB connections; shutdown stops jobs cleanly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+
+from safetune.config import get_settings
+from safetune.db import reset_engine
+from worker import shutdown
+from worker.reaper import start_background_reaper
+
+
+@worker_process_init.connect
+def _fresh_engine_after_fork(**_: Any) -> None:
+    reset_engine()
+
+
+@worker_shutting_down.connect
+def _request_graceful_stop(**_: Any) -> None:
+    shutdown.request()
+
+
+@worker_ready.connect
+def _start_reaper(**_: Any) -> None:
+    # Every worker reaps in its main process: a beat task would queue behind a long training job.
+    start_background_reaper(max(5.0, get_settings().heartbeat_seconds * 2))

@@ -1,0 +1,193 @@
+"""The training child: `python -m worker.training_process JOB_DIR`.
+
+Contract (docs/ARCHITECTURE.md): JOB_DIR/request.json in; one JSON event per line on stdout out;
+the adapter and report.json written under the request's output_dir. No database, no Celery: this
+process can be killed at any moment and all of its memory goes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
+
+from sap_core.adapters import save_adapter
+from sap_core.contrastive import default_contrastive_triples
+from sap_core.modeling import attach_lora, load_base_model
+from worker.child_evaluation import run_safety_evaluation
+from worker.model_store import ModelUnavailable, ensure_model
+from worker.spec_mapping import evaluation_options, train_config_from_spec
+
+STOP_FILE = "STOP"
+# Test-only fault injection for chaos tests (raise at step N); never reachable from a job spec.
+FAULT_ENV = "SAFETUNE_FAULT_AT_STEP"
+
+
+class EventChannel:
+    """JSON lines on a private copy of stdout, so stray prints from libraries cannot corrupt them."""
+
+    def __init__(self) -> None:
+        self._out: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)  # anything else written to stdout goes to the stderr log
+        sys.stdout = sys.stderr
+
+    def emit(self, event: str, **data: Any) -> None:
+        self._out.write(json.dumps({"event": event, **data}, default=float) + "\n")
+        self._out.flush()
+
+
+class ChildCallback(TrainingCallback):
+    """Reports progress and obeys the supervisor's STOP file between steps."""
+
+    def __init__(self, events: EventChannel, job_dir: Path) -> None:
+        self.events = events
+        self.stop_file = job_dir / STOP_FILE
+        self.planned = False
+        self.stopped = False
+        self.fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
+
+    def on_step_end(self, state: StepState) -> str | None:
+        if not self.planned:
+            self.events.emit("plan", total_steps=state.total_steps)
+            self.planned = True
+        self.events.emit(
+            "step",
+            step=state.step,
+            total_steps=state.total_steps,
+            loss=state.loss,
+            lr=state.learning_rate,
+            tokens_per_second=state.tokens_per_second,
+            elapsed_seconds=state.elapsed_seconds,
+        )
+        if self.fault_at and state.step >= self.fault_at:
+            raise RuntimeError(f"injected fault at step {state.step} ({FAULT_ENV})")
+        if self.stop_file.exists():
+            self.stopped = True
+            return "stop"
+        return None
+
+    def on_evaluate(self, state: StepState, val_loss: float) -> None:
+        self.events.emit("eval", step=state.step, val_loss=val_loss)
+
+    def on_checkpoint(self, state: StepState, checkpoint_dir: Path) -> None:
+        self.events.emit(
+            "checkpoint",
+            step=state.step,
+            path=str(checkpoint_dir),
+            train_loss=state.loss,
+            val_loss=state.val_loss,
+        )
+
+
+def read_chat_jsonl(path: str | None) -> list[list[dict[str, str]]]:
+    if not path:
+        return []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["messages"] for line in lines if line.strip()]
+
+
+def split_validation(
+    train: list[list[dict[str, str]]], fraction: float, seed: int
+) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+    """Deterministic held-out split (by seed) when the user gave no validation file."""
+    if fraction <= 0 or len(train) < 2:
+        return train, []
+    import random
+
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(round(len(train) * fraction)))
+    held = set(order[:n_val])
+    return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
+
+
+def run(job_dir: Path, events: EventChannel) -> None:
+    request = json.loads((job_dir / "request.json").read_text())
+    spec = request["spec"]
+    config = train_config_from_spec(spec, request["guard"])
+    events.emit("stage", stage="loading")
+    model_dir = ensure_model(request["base_model"], Path(request["model_cache"]))
+    device = None if request.get("device", "auto") == "auto" else request["device"]
+    model, tokenizer = load_base_model(model_dir, device)
+    train = read_chat_jsonl(request["train_path"])
+    val = read_chat_jsonl(request.get("val_path"))
+    if not val:
+        train, val = split_validation(train, float(spec.get("validation_split") or 0.0), config.seed)
+    peft_model = attach_lora(model, config.lora)
+    # Utility is measured on the user's validation data, or on the training data when there is none.
+    utility_set = val or train
+    with peft_model.disable_adapter():
+        loss_before = evaluation_loss(
+            peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size
+        )
+
+    events.emit("stage", stage="training")
+    callback = ChildCallback(events, job_dir)
+    result = finetune(
+        peft_model,
+        tokenizer,
+        train,
+        config,
+        val=val or None,
+        contrastive=default_contrastive_triples() if config.guard == "sap" else None,
+        callbacks=[callback],
+        checkpoint_dir=Path(request["checkpoint_dir"]) if config.checkpoint_every else None,
+        resume_from=Path(request["resume_from"]) if request.get("resume_from") else None,
+    )
+    if callback.stopped:
+        events.emit("stopped", step=result.steps_done)
+        return
+
+    events.emit("stage", stage="saving")
+    output = Path(request["output_dir"])
+    adapter_dir = save_adapter(peft_model, output / "adapter", base_model_name=request["base_model"])
+    loss_after = evaluation_loss(peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size)
+
+    events.emit("stage", stage="evaluating")
+    report = run_safety_evaluation(
+        peft_model,
+        tokenizer,
+        request=request,
+        config=config,
+        options=evaluation_options(spec),
+        utility={
+            "loss_set": "validation" if val else "training",
+            "loss_before": loss_before,
+            "loss_after": loss_after,
+            "val_losses": result.val_losses,
+            "best_step": result.best_step,
+            "steps_done": result.steps_done,
+            "final_train_loss": result.final_loss,
+        },
+        emit=events.emit,
+    )
+    report_path = output / "report.json"
+    report_path.write_text(json.dumps(report, default=float))
+    events.emit("done", adapter_dir=str(adapter_dir), report_path=str(report_path))
+
+
+def main(argv: list[str]) -> int:
+    events = EventChannel()
+    try:
+        run(Path(argv[1]), events)
+    except ModelUnavailable as exc:
+        events.emit("error", code="base_model_unavailable", message=str(exc))
+        return 1
+    except ValueError as exc:
+        traceback.print_exc()
+        events.emit("error", code="spec_invalid", message=str(exc))
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        events.emit("error", code="training_failed", message=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
