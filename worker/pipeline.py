@@ -188,6 +188,16 @@ def _handle_event(
         progress.validation(event)
     elif kind == "checkpoint":
         _store_checkpoint(job_id, event)
+    elif kind == "screening":
+        with session_scope() as session:
+            job_runs.add_event(
+                session,
+                job_id,
+                "screening",
+                f"data screening: {event['flagged_share']:.1%} of examples flagged as harmful",
+                {k: v for k, v in event.items() if k != "event"},
+                level="warning" if event["flagged_lines"] else "info",
+            )
     elif kind == "base_eval":
         with session_scope() as session:
             job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])

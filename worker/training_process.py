@@ -14,18 +14,24 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
-
 from sap_core.adapters import save_adapter
 from sap_core.contrastive import default_contrastive_triples
 from sap_core.modeling import attach_lora, load_base_model
+from sap_core.screening import screen_examples
+from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
 from worker.child_evaluation import run_safety_evaluation
 from worker.model_store import ModelUnavailable, ensure_model
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
 STOP_FILE = "STOP"
-# Test-only fault injection for chaos tests (raise at step N); never reachable from a job spec.
-FAULT_ENV = "SAFETUNE_FAULT_AT_STEP"
+# Test-only fault injection: a worker started with this variable fails jobs whose suffix equals its
+# value, at step 2. Unset in production, and a job spec alone can never turn it on.
+FAULT_ENV = "SAFETUNE_FAULT_SUFFIX"
+FAULT_STEP = 2
+
+
+class DatasetRejected(Exception):
+    """The training data failed the harmful-content screen the job asked for."""
 
 
 class EventChannel:
@@ -44,12 +50,13 @@ class EventChannel:
 class ChildCallback(TrainingCallback):
     """Reports progress and obeys the supervisor's STOP file between steps."""
 
-    def __init__(self, events: EventChannel, job_dir: Path) -> None:
+    def __init__(self, events: EventChannel, job_dir: Path, suffix: str | None) -> None:
         self.events = events
         self.stop_file = job_dir / STOP_FILE
         self.planned = False
         self.stopped = False
-        self.fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
+        fault_suffix = os.environ.get(FAULT_ENV)
+        self.fault_at = FAULT_STEP if fault_suffix and suffix == fault_suffix else 0
 
     def on_step_end(self, state: StepState) -> str | None:
         if not self.planned:
@@ -106,6 +113,21 @@ def split_validation(
     return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
+def _screen(train: list[list[dict[str, str]]], spec: dict[str, Any], events: EventChannel) -> dict[str, Any]:
+    """Score the training data for harmful examples; reject it if the job set a limit it exceeds."""
+    events.emit("stage", stage="screening")
+    result = screen_examples(train).to_dict()
+    events.emit("screening", **result)
+    limit = (spec.get("screening") or {}).get("reject_harmful_share")
+    if limit is not None and result["flagged_share"] > limit:
+        lines = ", ".join(str(n) for n in result["flagged_lines"][:20])
+        raise DatasetRejected(
+            f"{result['flagged_share']:.1%} of training examples look harmful (limit {limit:.1%}); "
+            f"lines {lines}"
+        )
+    return result
+
+
 def run(job_dir: Path, events: EventChannel) -> None:
     request = json.loads((job_dir / "request.json").read_text())
     spec = request["spec"]
@@ -118,6 +140,7 @@ def run(job_dir: Path, events: EventChannel) -> None:
     val = read_chat_jsonl(request.get("val_path"))
     if not val:
         train, val = split_validation(train, float(spec.get("validation_split") or 0.0), config.seed)
+    screening = _screen(train, spec, events)
     peft_model = attach_lora(model, config.lora)
     # Utility is measured on the user's validation data, or on the training data when there is none.
     utility_set = val or train
@@ -127,7 +150,7 @@ def run(job_dir: Path, events: EventChannel) -> None:
         )
 
     events.emit("stage", stage="training")
-    callback = ChildCallback(events, job_dir)
+    callback = ChildCallback(events, job_dir, spec.get("suffix"))
     result = finetune(
         peft_model,
         tokenizer,
@@ -155,6 +178,7 @@ def run(job_dir: Path, events: EventChannel) -> None:
         request=request,
         config=config,
         options=evaluation_options(spec),
+        screening=screening,
         utility={
             "loss_set": "validation" if val else "training",
             "loss_before": loss_before,
@@ -175,6 +199,9 @@ def main(argv: list[str]) -> int:
     events = EventChannel()
     try:
         run(Path(argv[1]), events)
+    except DatasetRejected as exc:
+        events.emit("error", code="dataset_harmful", message=str(exc))
+        return 1
     except ModelUnavailable as exc:
         events.emit("error", code="base_model_unavailable", message=str(exc))
         return 1

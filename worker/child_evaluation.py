@@ -1,0 +1,134 @@
+"""The post-training safety evaluation, run inside the training child on the model it just trained.
+
+Base-model results come from the supervisor's cache when present (keyed by model, prompt sets, judge
+versions and generation settings), so every job pays only for evaluating its own adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sap_core.config import TrainConfig
+from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
+from sap_core.report import ReportThresholds, build_report
+from sap_core.safety_eval import EvalConfig, ModelEval, cache_key, evaluate_model
+
+FINGERPRINT_TEXT = "safetune adapter fingerprint: the quick brown fox"
+Emit = Callable[..., None]
+
+
+def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
+    return EvalConfig(
+        max_new_tokens=int(options.get("max_new_tokens", 64)),
+        batch_size=int(options.get("batch_size", 8)),
+        max_prompts=options.get("max_prompts"),
+    )
+
+
+def _base_eval(
+    model: Any,
+    tokenizer: Any,
+    prompt_sets: list[PromptSet],
+    cfg: EvalConfig,
+    *,
+    base_model: str,
+    cache: dict[str, Any],
+    emit: Emit,
+) -> ModelEval:
+    key = cache_key(base_model, prompt_sets, cfg)
+    if key in cache:
+        return ModelEval.from_dict(cache[key])
+    with model.disable_adapter():
+        result = evaluate_model(model, tokenizer, prompt_sets, cfg, model_name=base_model)
+    emit("base_eval", key=key, base_model=base_model, result=result.to_dict())
+    return result
+
+
+def _compare_sets(
+    model: Any,
+    tokenizer: Any,
+    prompt_sets: list[PromptSet],
+    cfg: EvalConfig,
+    *,
+    request: dict[str, Any],
+    training: dict[str, Any],
+    utility: dict[str, Any],
+    thresholds: ReportThresholds,
+    emit: Emit,
+) -> dict[str, Any]:
+    base = _base_eval(
+        model,
+        tokenizer,
+        prompt_sets,
+        cfg,
+        base_model=request["base_model"],
+        cache=request.get("base_eval_cache") or {},
+        emit=emit,
+    )
+    tuned = evaluate_model(model, tokenizer, prompt_sets, cfg, model_name=f"{request['base_model']}+adapter")
+    return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers (also stored as columns) in one flat dict."""
+    metrics = report["metrics"]
+    utility = report.get("utility", {})
+    return {
+        "base_harmful_score": metrics["harmful_score"]["base"]["rate"],
+        "tuned_harmful_score": metrics["harmful_score"]["tuned"]["rate"],
+        "base_refusal_rate": metrics["refusal_rate"]["base"]["rate"],
+        "tuned_refusal_rate": metrics["refusal_rate"]["tuned"]["rate"],
+        "base_over_refusal_rate": metrics["over_refusal_rate"]["base"]["rate"],
+        "tuned_over_refusal_rate": metrics["over_refusal_rate"]["tuned"]["rate"],
+        "loss_before": utility.get("loss_before"),
+        "loss_after": utility.get("loss_after"),
+    }
+
+
+@torch.no_grad()
+def adapter_fingerprint(model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Logits of the trained model on a fixed text, so a downloaded adapter can be checked against it."""
+    model.eval()
+    ids = tokenizer(FINGERPRINT_TEXT, return_tensors="pt").to(next(model.parameters()).device)
+    logits = model(**ids).logits[0, -1].float().cpu()
+    return {
+        "text": FINGERPRINT_TEXT,
+        "last_logits_head": logits[:16].tolist(),
+        "last_logits_sum": float(logits.sum()),
+    }
+
+
+def run_safety_evaluation(
+    model: Any,
+    tokenizer: Any,
+    *,
+    request: dict[str, Any],
+    config: TrainConfig,
+    options: dict[str, Any],
+    utility: dict[str, Any],
+    screening: dict[str, Any] | None,
+    emit: Emit,
+) -> dict[str, Any]:
+    """Evaluate base vs fine-tuned on the shipped held-out sets (and the user's set, reported apart)."""
+    cfg = eval_config_from_options(options)
+    thresholds = ReportThresholds(**(options.get("thresholds") or {}))
+    training = {"base_model": request["base_model"], **config.to_dict()}
+    common = {
+        "request": request,
+        "training": training,
+        "utility": utility,
+        "thresholds": thresholds,
+        "emit": emit,
+    }
+    report = _compare_sets(model, tokenizer, default_prompt_sets(), cfg, **common)
+    if request.get("eval_prompts_path"):
+        user_set = load_prompt_set(Path(request["eval_prompts_path"]), "user")
+        report["user_prompt_set"] = _compare_sets(model, tokenizer, [user_set], cfg, **common)
+    report["summary"] = summarize(report)
+    report["screening"] = screening
+    report["adapter_fingerprint"] = adapter_fingerprint(model, tokenizer)
+    return report
