@@ -46,7 +46,8 @@ def parse_contrastive_lines(lines: list[str], source: str) -> list[ContrastiveTr
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("expected a JSON object")
-            extra = set(row) - {"prompt", "safe", "harmful"}
+            # "source" / "category" are provenance metadata in the shipped file; anything else is a typo.
+            extra = set(row) - {"prompt", "safe", "harmful", "source", "category"}
             if extra:
                 raise ValueError(f"unknown keys {sorted(extra)}")
             triples.append(ContrastiveTriple(row.get("prompt"), row.get("safe"), row.get("harmful")))

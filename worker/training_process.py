@@ -30,6 +30,10 @@ FAULT_ENV = "SAFETUNE_FAULT_SUFFIX"
 FAULT_STEP = 2
 
 
+class SpecRejected(Exception):
+    """sap_core refused the job's configuration (its ValueError names the field)."""
+
+
 class DatasetRejected(Exception):
     """The training data failed the harmful-content screen the job asked for."""
 
@@ -131,7 +135,10 @@ def _screen(train: list[list[dict[str, str]]], spec: dict[str, Any], events: Eve
 def run(job_dir: Path, events: EventChannel) -> None:
     request = json.loads((job_dir / "request.json").read_text())
     spec = request["spec"]
-    config = train_config_from_spec(spec, request["guard"])
+    try:
+        config = train_config_from_spec(spec, request["guard"])
+    except ValueError as exc:
+        raise SpecRejected(str(exc)) from exc
     events.emit("stage", stage="loading")
     model_dir = ensure_model(request["base_model"], Path(request["model_cache"]))
     device = None if request.get("device", "auto") == "auto" else request["device"]
@@ -205,8 +212,7 @@ def main(argv: list[str]) -> int:
     except ModelUnavailable as exc:
         events.emit("error", code="base_model_unavailable", message=str(exc))
         return 1
-    except ValueError as exc:
-        traceback.print_exc()
+    except SpecRejected as exc:
         events.emit("error", code="spec_invalid", message=str(exc))
         return 1
     except Exception as exc:
