@@ -22,6 +22,7 @@ class ErrorCode(Enum):
     IDEMPOTENCY_CONFLICT = ("idempotency_conflict", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     DATASET_TOO_LARGE = ("dataset_too_large", 413)
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     DATASET_EMPTY = ("dataset_empty", 422)
     DATASET_ENCODING = ("dataset_encoding", 422)
     DATASET_INVALID_LINE = ("dataset_invalid_line", 422)

@@ -1,0 +1,98 @@
+"""Annotated dependencies: SessionDep (unit of work), TenantDep (API key), OwnedJobDep (404 if not owned)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from sqlalchemy.orm import Session
+
+from safetune.config import Settings, get_settings
+from safetune.db import get_sessionmaker
+from safetune.errors import ErrorCode, SafetuneError
+from safetune.models import Job, Tenant
+from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import tenants as tenants_repo
+from safetune.security import RateLimiter
+
+AFTER_COMMIT = "after_commit"
+
+
+def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once SessionDep has committed (e.g. enqueue a job: STYLE rule 17)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def get_session() -> Iterator[Session]:
+    """One unit of work per request: commit once on success, roll back on any exception."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        callbacks = session.info.pop(AFTER_COMMIT, [])
+        session.close()
+    for callback in callbacks:
+        callback()
+
+
+# scope="function": the commit happens before the response is sent, so a 201 is never
+# returned for a row that later failed to commit.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+def get_tenant(
+    session: SessionDep,
+    limiter: Annotated[RateLimiter, Depends(get_rate_limiter)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Tenant:
+    """Authorization: Bearer <key> → the key's tenant; 401 for missing, unknown or revoked keys."""
+    if not authorization:
+        raise SafetuneError(
+            ErrorCode.AUTH_MISSING, "missing Authorization header (Bearer <api key>)", param="Authorization"
+        )
+    scheme, _, raw_key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not raw_key.strip():
+        raise SafetuneError(
+            ErrorCode.AUTH_INVALID, "expected 'Authorization: Bearer <api key>'", param="Authorization"
+        )
+    found = tenants_repo.authenticate(session, raw_key.strip())
+    if found is None:
+        raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid or revoked API key", param="Authorization")
+    tenant, key = found
+    limiter.check(key.id)
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+
+
+def job_not_found(job_id: str) -> SafetuneError:
+    """The same body for a missing job and another tenant's job (STYLE rule 9)."""
+    return SafetuneError(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r}", param="job_id")
+
+
+def clean_id(value: str) -> str | None:
+    """An id as given, or None when it cannot name any row (Postgres rejects NUL in text)."""
+    return None if "\x00" in value or len(value) > 64 else value
+
+
+def get_owned_job(session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]) -> Job:
+    cleaned = clean_id(job_id)
+    job = jobs_repo.get_job_for_tenant(session, tenant.id, cleaned) if cleaned else None
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+OwnedJobDep = Annotated[Job, Depends(get_owned_job)]

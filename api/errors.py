@@ -1,0 +1,128 @@
+"""Exception handlers: every error leaves as {"error": {"code", "message", "param", "line"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from safetune.errors import ErrorCode, SafetuneError
+from safetune.schemas import ErrorBody
+
+log = logging.getLogger("api.errors")
+
+STATUS_CODES = {
+    400: "request_invalid",
+    401: "auth_invalid",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "request_invalid",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, *, param: str | None = None, line: int | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "param": param, "line": line, **extra}}
+    headers = (
+        {"Retry-After": str(int(extra["retry_after_seconds"]) + 1)}
+        if "retry_after_seconds" in extra
+        else None
+    )
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def validation_param(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'hyperparameters', 'epochs') -> 'hyperparameters.epochs'; list indices as [i]."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "form", "cookie"):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def _first_error_message(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    return f"{validation_param(first.get('loc', ()))}: {first.get('msg', 'invalid value')}"
+
+
+def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SafetuneError)
+    body = exc.to_body()
+    headers = None
+    if "retry_after_seconds" in exc.extra:
+        headers = {"Retry-After": str(int(exc.extra["retry_after_seconds"]) + 1)}
+    return JSONResponse(status_code=exc.code.http_status, content=body, headers=headers)
+
+
+def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    is_submission = request.method == "POST" and request.url.path.rstrip("/") == "/jobs"
+    code = ErrorCode.SPEC_INVALID if is_submission else ErrorCode.REQUEST_INVALID
+    if not errors:
+        return error_response(422, code.code, "invalid request")
+    return error_response(
+        422, code.code, _first_error_message(errors), param=validation_param(errors[0].get("loc", ()))
+    )
+
+
+def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = STATUS_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    response = error_response(exc.status_code, code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Never leak SQL or connection strings: log the detail, return a stable code.
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(
+            503, ErrorCode.DATABASE_UNAVAILABLE.code, "the database is unavailable; retry later"
+        )
+    log.exception("database error")
+    return error_response(500, ErrorCode.INTERNAL.code, "internal error")
+
+
+def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, ErrorCode.INTERNAL.code, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SafetuneError, _safetune_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+BAD_REQUEST: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "malformed body"}}
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for the OpenAPI document: each status with the ErrorBody model."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry = out.setdefault(code.http_status, {"model": ErrorBody, "description": ""})
+        entry["description"] = ", ".join(filter(None, [entry["description"], code.code]))
+    return out

@@ -1,0 +1,60 @@
+"""FastAPI application factory. Migrations run in a prestart step, never here (STYLE rule 11)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimitMiddleware
+from api.routes import adapters, files, health, jobs, reports
+from safetune.config import get_settings
+from safetune.db import reset_engine
+from safetune.schemas import JobCreate
+from safetune.security import RateLimiter
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+    reset_engine()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="safetune",
+        version="0.1.0",
+        description="Fine-tuning as a service that keeps the model's safety alignment.",
+        lifespan=_lifespan,
+    )
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    for module in (health, files, jobs, reports, adapters):
+        app.include_router(module.router)
+    _document_job_create(app)
+    return app
+
+
+def _document_job_create(app: FastAPI) -> None:
+    """POST /jobs parses its body by hand (two content types); add JobCreate to the components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        _, defs = models_json_schema([(JobCreate, "validation")], ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+app = create_app()

@@ -1,0 +1,78 @@
+"""POST /files, GET /files/{file_id}: validated dataset uploads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Path, UploadFile
+from fastapi.responses import JSONResponse
+
+from api.deps import SessionDep, SettingsDep, TenantDep, clean_id
+from api.errors import BAD_REQUEST, error_responses
+from api.uploads import parse_upload, request_hash
+from safetune.errors import ErrorCode, SafetuneError
+from safetune.repositories import files as files_repo
+from safetune.repositories import idempotency
+from safetune.schemas import FilePurpose, FileRead
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+AUTH_ERRORS = (ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.REQUEST_INVALID)
+
+
+@router.post(
+    "",
+    response_model=FileRead,
+    status_code=201,
+    responses={
+        200: {"model": FileRead, "description": "idempotent replay of an earlier upload"},
+        **error_responses(
+            *AUTH_ERRORS,
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            ErrorCode.DATASET_TOO_LARGE,
+            ErrorCode.DATASET_INVALID_LINE,
+            ErrorCode.DATASET_EMPTY,
+            ErrorCode.DATASET_ENCODING,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+        ),
+        **BAD_REQUEST,
+    },
+)
+def upload_file(
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="JSONL dataset")],
+    purpose: Annotated[FilePurpose, Form()],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> FileRead | JSONResponse:
+    """Upload a JSONL dataset; every line is validated before anything is stored."""
+    parsed = parse_upload(file, purpose.value, settings, tenant)
+    filename = file.filename or "dataset.jsonl"
+    fingerprint = request_hash(purpose.value, filename, parsed.sha256)
+    if idempotency_key:
+        existing_id = idempotency.find_replay(session, tenant.id, "files", idempotency_key, fingerprint)
+        if existing_id:
+            existing = files_repo.get_file_for_tenant(session, tenant.id, existing_id)
+            if existing is not None:
+                return JSONResponse(
+                    FileRead.model_validate(existing).model_dump(mode="json"), status_code=200
+                )
+    stored = files_repo.create_file(
+        session, tenant.id, purpose=purpose.value, filename=filename, dataset=parsed
+    )
+    if idempotency_key:
+        idempotency.record_key(session, tenant.id, "files", idempotency_key, fingerprint, stored.id)
+    return FileRead.model_validate(stored)
+
+
+@router.get(
+    "/{file_id}", response_model=FileRead, responses=error_responses(*AUTH_ERRORS, ErrorCode.FILE_NOT_FOUND)
+)
+def get_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileRead:
+    """Metadata of one uploaded file."""
+    cleaned = clean_id(file_id)
+    stored = files_repo.get_file_for_tenant(session, tenant.id, cleaned) if cleaned else None
+    if stored is None:
+        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
+    return FileRead.model_validate(stored)

@@ -1,0 +1,43 @@
+"""Read access to job outputs (adapter zip, safety report, checkpoints), scoped by tenant.
+
+Storage is Postgres today; callers only see these functions, so blobs can move to S3 later.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, undefer
+
+from safetune.models import Adapter, Checkpoint, Job, SafetyReport
+
+
+def get_report_for_tenant(session: Session, tenant_id: str, job_id: str) -> SafetyReport | None:
+    stmt = (
+        select(SafetyReport)
+        .join(Job, Job.id == SafetyReport.job_id)
+        .where(SafetyReport.job_id == job_id, Job.tenant_id == tenant_id)
+    )
+    return session.scalar(stmt)
+
+
+def get_adapter_for_tenant(
+    session: Session, tenant_id: str, job_id: str, *, with_content: bool = True
+) -> Adapter | None:
+    stmt = (
+        select(Adapter)
+        .join(Job, Job.id == Adapter.job_id)
+        .where(Adapter.job_id == job_id, Job.tenant_id == tenant_id)
+    )
+    if with_content:
+        stmt = stmt.options(undefer(Adapter.content))
+    return session.scalar(stmt)
+
+
+def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -> list[Checkpoint]:
+    stmt = (
+        select(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.job_id == job_id, Job.tenant_id == tenant_id)
+        .order_by(Checkpoint.step)
+    )
+    return list(session.scalars(stmt))

@@ -1,0 +1,273 @@
+"""Public API schemas (pydantic), kept separate from the ORM models (STYLE rule 13)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from safetune.base_models import get_base_model
+
+KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _reject_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _reject_nul(item)
+    return value
+
+
+class Schema(BaseModel):
+    """Shared base: reads ORM attributes and refuses NUL characters anywhere in the input
+    (Postgres text columns cannot store them, and they are never legitimate in a spec)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return _reject_nul(data)
+
+
+class InputSchema(Schema):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+
+class Guard(StrEnum):
+    SAP = "sap"
+    EMA = "ema"
+    NONE = "none"
+
+
+class LrSchedule(StrEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class FilePurpose(StrEnum):
+    TRAINING = "training"
+    VALIDATION = "validation"
+    EVALUATION = "evaluation"
+
+
+class Hyperparameters(InputSchema):
+    epochs: int = Field(default=1, ge=1, le=20)
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+    batch_size: int = Field(default=8, ge=1, le=64)
+    grad_accum: int = Field(default=1, ge=1, le=64)
+    learning_rate: float = Field(default=2e-4, ge=1e-6, le=1e-2)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5)
+    lr_schedule: LrSchedule = LrSchedule.COSINE
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=100.0)
+    lora_r: int = Field(default=8, ge=1, le=256)
+    lora_alpha: int = Field(default=16, ge=1, le=512)
+    lora_dropout: float = Field(default=0.05, ge=0.0, le=0.5)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, max_length=7
+    )
+    max_seq_len: int = Field(default=512, ge=32, le=4096)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    eval_every: int = Field(default=0, ge=0, le=100_000, description="0 = only at the end")
+    checkpoint_every: int = Field(default=0, ge=0, le=100_000, description="0 = no checkpoints")
+    ema_decay: float = Field(default=0.99, ge=0.0, le=1.0)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_modules(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(KNOWN_TARGET_MODULES))
+        if unknown:
+            raise ValueError(f"unknown target modules {unknown}; choose from {list(KNOWN_TARGET_MODULES)}")
+        return sorted(set(value), key=KNOWN_TARGET_MODULES.index)
+
+
+class SapOptions(InputSchema):
+    probe_layers: list[int] | None = Field(default=None, max_length=64, description="None = middle band")
+    probe_step: float = Field(default=0.05, gt=0.0, le=1.0)
+    radius: float | None = Field(default=None, gt=0.0, le=100.0)
+    refresh_every: int = Field(default=8, ge=1, le=10_000)
+
+    @field_validator("probe_layers")
+    @classmethod
+    def _non_negative(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(layer < 0 or layer > 1024 for layer in value):
+            raise ValueError("probe layer indices must be between 0 and 1024")
+        return value
+
+
+class Screening(InputSchema):
+    reject_harmful_share: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="reject the dataset if this share of examples is harmful"
+    )
+
+
+class JobSpec(InputSchema):
+    """What to train. Sent as the multipart `spec` field, or inlined in a JSON body with `training_file`."""
+
+    base_model: str = Field(max_length=100)
+    guard: Guard = Guard.SAP
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    sap: SapOptions = Field(default_factory=SapOptions)
+    validation_file_id: str | None = Field(default=None, max_length=64)
+    validation_split: float = Field(default=0.0, ge=0.0, le=0.5)
+    eval_file_id: str | None = Field(default=None, max_length=64)
+    suffix: str | None = Field(default=None, max_length=40, pattern=r"^[a-z0-9-]+$")
+    webhook_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
+    screening: Screening = Field(default_factory=Screening)
+
+    @field_validator("base_model")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        # Raises SafetuneError(BASE_MODEL_UNKNOWN), which pydantic lets through unchanged.
+        get_base_model(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> JobSpec:
+        if self.validation_file_id and self.validation_split:
+            raise ValueError("give validation_file_id or validation_split, not both")
+        return self
+
+
+class JobCreate(JobSpec):
+    """JSON body of POST /jobs: a previously uploaded training file plus the spec."""
+
+    training_file: str = Field(min_length=1, max_length=64)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+    status: str | None = Field(default=None, description="the job status, for *_not_ready errors")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobRead(Schema):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    status: str
+    stage: str | None
+    base_model: str
+    guard: str
+    suffix: str | None
+    step: int
+    total_steps: int | None
+    last_loss: float | None
+    last_val_loss: float | None
+    best_step: int | None
+    tokens_per_second: float | None
+    error: JobError | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    training_file: str
+    validation_file: str | None
+    eval_file: str | None
+    spec: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_orm(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return data
+        error = {"code": data.error_code, "message": data.error_message or ""} if data.error_code else None
+        fields = {
+            name: getattr(data, name)
+            for name in cls.model_fields
+            if name not in ("object", "error", "training_file", "validation_file", "eval_file")
+        }
+        return {
+            **fields,
+            "error": error,
+            "training_file": data.training_file_id,
+            "validation_file": data.validation_file_id,
+            "eval_file": data.eval_file_id,
+        }
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobRead]
+    has_more: bool
+    next: str | None = Field(description="pass as `after` to get the next page; null on the last page")
+
+
+class JobEventRead(Schema):
+    id: int
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: datetime
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None
+
+
+class JobEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobEventRead]
+    has_more: bool
+
+
+class FileRead(Schema):
+    id: str
+    object: Literal["file"] = "file"
+    purpose: str
+    filename: str
+    format: str
+    num_examples: int
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class SafetyReportRead(Schema):
+    job_id: str
+    object: Literal["safety_report"] = "safety_report"
+    schema_version: int
+    verdict: str
+    base_harmful_score: float | None
+    tuned_harmful_score: float | None
+    report: dict[str, Any]
+    created_at: datetime
+
+
+class CheckpointRead(Schema):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+    sha256: str
+    created_at: datetime
+
+
+class CheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointRead]
+
+
+class HealthRead(BaseModel):
+    status: Literal["ok"] = "ok"
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,75 @@
+"""API keys (generate / hash / verify) and a per-key rate limiter."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from safetune.errors import ErrorCode, SafetuneError
+
+KEY_PREFIX = "st-"
+
+
+def generate_api_key() -> str:
+    """A new secret key: shown to the user once, stored only as its sha256."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # A fast hash is right here: the key carries 256 bits of entropy, so brute force is hopeless and
+    # every request can afford the lookup (a slow password hash would cost each request ~100 ms).
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def verify_api_key(key: str, key_hash: str) -> bool:
+    return hmac.compare_digest(hash_api_key(key), key_hash)
+
+
+def display_prefix(key: str) -> str:
+    """The first characters of a key, safe to show in listings so users can tell keys apart."""
+    return key[: len(KEY_PREFIX) + 6]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token bucket per API key, in process memory.
+
+    Good enough for one API process. With several replicas each one keeps its own buckets, so the
+    effective limit multiplies by the replica count: production should move this to Redis (e.g. a
+    Lua script doing the same refill arithmetic atomically, keyed by the key id).
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key_id: str) -> None:
+        """Take one token for ``key_id`` or raise RATE_LIMITED."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key_id)
+            if bucket is None:
+                bucket = self._buckets[key_id] = _Bucket(self.capacity, now)
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+            if bucket.tokens < 1.0:
+                retry_after = (1.0 - bucket.tokens) / self.rate
+                raise SafetuneError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many requests for this API key; retry in {retry_after:.1f} s",
+                    retry_after_seconds=round(retry_after, 1),
+                )
+            bucket.tokens -= 1.0
