@@ -195,7 +195,7 @@ def _handle_event(
                 job_id,
                 "screening",
                 f"data screening: {event['flagged_share']:.1%} of examples flagged as harmful",
-                {k: v for k, v in event.items() if k != "event"},
+                data={k: v for k, v in event.items() if k != "event"},
                 level="warning" if event["flagged_lines"] else "info",
             )
     elif kind == "base_eval":

@@ -29,7 +29,7 @@ class ProgressWriter:
         status = JobStatus.EVALUATING if stage == "evaluating" else None
         with session_scope() as session:
             job_runs.set_stage(session, self.job_id, stage, status)
-            job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", {"stage": stage})
+            job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", data={"stage": stage})
 
     def plan(self, event: dict[str, Any]) -> None:
         self.total_steps = int(event["total_steps"])
@@ -40,7 +40,7 @@ class ProgressWriter:
                 self.job_id,
                 "plan",
                 f"{self.total_steps} optimizer steps over {event.get('num_examples')} examples",
-                {k: v for k, v in event.items() if k != "event"},
+                data={k: v for k, v in event.items() if k != "event"},
             )
 
     def step(self, event: dict[str, Any]) -> None:
@@ -59,7 +59,7 @@ class ProgressWriter:
                     self.job_id,
                     "metrics",
                     f"step {step}/{total}: loss {event.get('loss', float('nan')):.4f}",
-                    {k: v for k, v in event.items() if k != "event"},
+                    data={k: v for k, v in event.items() if k != "event"},
                 )
 
     def validation(self, event: dict[str, Any]) -> None:
@@ -72,7 +72,7 @@ class ProgressWriter:
                 self.job_id,
                 "validation",
                 f"step {event.get('step')}: validation loss {event.get('val_loss', float('nan')):.4f}",
-                {k: v for k, v in event.items() if k != "event"},
+                data={k: v for k, v in event.items() if k != "event"},
             )
 
     def tick(self) -> tuple[bool, bool]:

@@ -19,24 +19,12 @@ from safetune.models import (
     BaseEvalCache,
     Checkpoint,
     Job,
-    JobEvent,
     JobStatus,
     SafetyReport,
     StoredFile,
     utcnow,
 )
-
-
-def add_event(
-    session: Session,
-    job_id: str,
-    type_: str,
-    message: str,
-    data: dict[str, Any] | None = None,
-    level: str = "info",
-) -> None:
-    session.add(JobEvent(job_id=job_id, type=type_, message=message, data=data, level=level))
-    session.flush()
+from safetune.repositories.jobs import add_event
 
 
 def claim_job(session: Session, job_id: str, worker_id: str) -> bool:
@@ -57,7 +45,7 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> bool:
     )
     claimed = result.rowcount == 1  # type: ignore[attr-defined]
     if claimed:
-        add_event(session, job_id, "started", f"training started on {worker_id}", {"worker": worker_id})
+        add_event(session, job_id, "started", f"training started on {worker_id}", data={"worker": worker_id})
     return claimed
 
 
@@ -135,14 +123,16 @@ def mark_succeeded(
             report=report,
         )
     )
-    add_event(session, job_id, "succeeded", f"job succeeded; safety verdict: {verdict}", {"verdict": verdict})
+    add_event(
+        session, job_id, "succeeded", f"job succeeded; safety verdict: {verdict}", data={"verdict": verdict}
+    )
     return True
 
 
 def mark_failed(session: Session, job_id: str, code: str, message: str) -> bool:
     if not _finish(session, job_id, JobStatus.FAILED, error_code=code, error_message=message[:4000]):
         return False
-    add_event(session, job_id, "failed", message[:4000], {"code": code}, level="error")
+    add_event(session, job_id, "failed", message[:4000], data={"code": code}, level="error")
     return True
 
 
@@ -194,7 +184,7 @@ def save_checkpoint(
             sha256=sha256,
         )
     )
-    add_event(session, job_id, "checkpoint", f"checkpoint saved at step {step}", {"step": step})
+    add_event(session, job_id, "checkpoint", f"checkpoint saved at step {step}", data={"step": step})
 
 
 def latest_checkpoint_state(session: Session, job_id: str) -> tuple[int, bytes] | None:
