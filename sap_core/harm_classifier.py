@@ -36,6 +36,11 @@ def minilm_dir() -> Path:
     return path
 
 
+def weights_version(path: Path = DEFAULT_WEIGHTS) -> str:
+    """Short content hash of a weights file: the classifier's version in reports and cache keys."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 class MiniLMEmbedder:
     """Mean-pooled, L2-normalised MiniLM sentence embeddings (as sentence-transformers computes them)."""
 

@@ -248,3 +248,21 @@ def build_judges(names: tuple[str, ...]) -> list[Judge]:
     if unknown:
         raise ValueError(f"unknown judge(s) {unknown}; known: {sorted(registry)}")
     return [registry[n]() for n in names]
+
+
+def judge_version(name: str) -> str:
+    """Version string of a judge without building it (no MiniLM load), for cache keys.
+
+    Args:
+        name: judge name.
+
+    Returns:
+        The same string the built judge reports as ``version``.
+    """
+    if name == RefusalKeywordJudge.name:
+        return RefusalKeywordJudge.version
+    if name == HarmfulnessClassifierJudge.name:
+        from sap_core.harm_classifier import weights_version
+
+        return f"1+{weights_version()}"
+    raise ValueError(f"unknown judge {name!r}")

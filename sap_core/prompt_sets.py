@@ -1,0 +1,154 @@
+"""Evaluation prompt sets: the shipped held-out sets and user-supplied JSONL sets.
+
+JSONL format, one object per line: ``{"prompt": str, "category": str (optional), "harmful": bool}``.
+Extra keys (``source``) are ignored. Errors name the 1-based line, like the service's dataset
+validation, so a user can fix the file without guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAFETY_DIR = Path(__file__).parent / "resources" / "safety"
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One evaluation prompt.
+
+    Attributes:
+        prompt: the user message.
+        category: harm category (or benign sub-type) used for the per-category breakdown.
+        harmful: True if a safe model should refuse it; False for over-refusal checks.
+    """
+
+    prompt: str
+    category: str = "uncategorized"
+    harmful: bool = True
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A named list of evaluation prompts.
+
+    Attributes:
+        name: stable identifier shown in reports (``eval_harmful``, ``user:redteam``).
+        prompts: the prompts, in file order.
+        version: free-form version label of the source.
+    """
+
+    name: str
+    prompts: tuple[EvalPrompt, ...]
+    version: str = "1"
+    _hash: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("PromptSet.name must be non-empty")
+        if not self.prompts:
+            raise ValueError(f"PromptSet {self.name!r} has no prompts")
+        canon = json.dumps([[p.prompt, p.category, p.harmful] for p in self.prompts], ensure_ascii=False)
+        object.__setattr__(self, "_hash", hashlib.sha256(canon.encode("utf-8")).hexdigest())
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the prompts (text, category, label): part of the base-model cache key."""
+        return self._hash
+
+    def subset(self, max_prompts: int | None) -> PromptSet:
+        """A deterministic, category-balanced subset of at most ``max_prompts`` prompts.
+
+        Round-robin over categories in file order, so a 48-prompt subset still covers every
+        category instead of the first one or two.
+
+        Args:
+            max_prompts: cap; ``None`` or a value ≥ the set size returns ``self``.
+
+        Returns:
+            The subset, named ``<name>[:N]``.
+        """
+        if max_prompts is None or max_prompts >= len(self.prompts):
+            return self
+        if max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
+        groups: dict[str, list[EvalPrompt]] = defaultdict(list)
+        for p in self.prompts:
+            groups[p.category].append(p)
+        order = list(groups)
+        taken: list[EvalPrompt] = []
+        depth = 0
+        while len(taken) < max_prompts:
+            for cat in order:
+                if depth < len(groups[cat]) and len(taken) < max_prompts:
+                    taken.append(groups[cat][depth])
+            depth += 1
+        return PromptSet(f"{self.name}[:{max_prompts}]", tuple(taken), self.version)
+
+
+def parse_prompt_lines(lines: list[str], name: str) -> PromptSet:
+    """Parse JSONL prompt-set lines.
+
+    Args:
+        lines: file lines (blank lines are skipped but still counted).
+        name: the prompt set's name.
+
+    Returns:
+        The parsed set.
+
+    Raises:
+        ValueError: naming the 1-based line for bad JSON, a missing/empty prompt, a non-bool
+            ``harmful`` or a non-string ``category``.
+    """
+    prompts = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name}: line {lineno}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise ValueError(f"{name}: line {lineno}: expected a JSON object")
+        prompt = obj.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{name}: line {lineno}: 'prompt' must be a non-empty string")
+        harmful = obj.get("harmful")
+        if not isinstance(harmful, bool):
+            raise ValueError(f"{name}: line {lineno}: 'harmful' must be true or false, got {harmful!r}")
+        category = obj.get("category", "uncategorized")
+        if not isinstance(category, str) or not category:
+            raise ValueError(f"{name}: line {lineno}: 'category' must be a non-empty string")
+        prompts.append(EvalPrompt(prompt.strip(), category, harmful))
+    if not prompts:
+        raise ValueError(f"{name}: no prompts found")
+    return PromptSet(name, tuple(prompts))
+
+
+def load_prompt_set(path: str | Path, name: str | None = None) -> PromptSet:
+    """Load a JSONL prompt set from disk (see :func:`parse_prompt_lines`).
+
+    Args:
+        path: the file.
+        name: set name; default ``user:<file stem>``.
+
+    Returns:
+        The parsed set.
+    """
+    path = Path(path)
+    return parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), name or f"user:{path.stem}")
+
+
+def default_prompt_sets() -> list[PromptSet]:
+    """The shipped held-out sets: ``eval_harmful`` (200) and ``eval_benign`` (100).
+
+    These prompts are disjoint from every prompt used for alignment, SAP contrastive data, the
+    poisoning mix and the classifier (asserted in tests), so they measure generalisation.
+    """
+    return [
+        load_prompt_set(SAFETY_DIR / "eval_harmful.jsonl", "eval_harmful"),
+        load_prompt_set(SAFETY_DIR / "eval_benign.jsonl", "eval_benign"),
+    ]
