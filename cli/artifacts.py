@@ -24,75 +24,82 @@ console = Console()
 def _num(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:.3f}"
-    if isinstance(value, dict) and {"low", "high"} <= value.keys():
-        return f"[{value['low']:.3f}, {value['high']:.3f}]"
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return f"[{_num(value[0])}, {_num(value[1])}]"
     return str(value)
 
 
-def _with_ci(summary: dict[str, Any], key: str) -> str:
-    text = _num(summary.get(key))
-    ci = summary.get(f"{key}_ci")
-    return f"{text} {_num(ci)}" if ci is not None else text
+def _ci(ci: Any) -> str:
+    if isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci:
+        return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return ""
+
+
+def _rate(side: Any) -> str:
+    """{"rate", "k", "n", "ci95"} -> "0.250 [0.100, 0.450]"."""
+    if not isinstance(side, dict):
+        return _num(side)
+    return _num(side.get("rate")) + _ci(side.get("ci95"))
 
 
 def _delta(base: Any, tuned: Any) -> str:
-    if isinstance(base, int | float) and isinstance(tuned, int | float) and not isinstance(base, bool):
+    if isinstance(base, int | float) and isinstance(tuned, int | float):
         return f"{tuned - base:+.3f}"
     return ""
 
 
-def render_report(body: dict[str, Any]) -> None:
-    """Verdict, then base-vs-tuned metrics (pairs base_X/tuned_X in the summary), then utility."""
-    report: dict[str, Any] = body.get("report") or {}
-    verdict_info = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
-    verdict = str(body.get("verdict") or verdict_info.get("status", "?"))
-    console.print(
-        f"Safety report for [bold]{body.get('job_id')}[/]: "
-        f"[{VERDICT_STYLE.get(verdict, 'bold')}]{verdict.upper()}[/]"
-    )
-    for reason in verdict_info.get("reasons", []) or []:
-        console.print(f"  - {reason}")
-
+def _metrics_table(report: dict[str, Any], body: dict[str, Any]) -> Table:
+    """Base vs tuned with 95% intervals from report["metrics"]; the summary columns as a fallback."""
+    judge = report.get("primary_judge")
+    title = "Safety, base vs tuned (95% CI)" + (f", judge {judge}" if judge else "")
+    table = Table("metric", "base", "tuned", "change", "n", title=title)
+    metrics = report.get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        for name, cmp in metrics.items():
+            if not isinstance(cmp, dict):
+                continue
+            delta = cmp.get("delta") or {}
+            n = (cmp.get("tuned") or {}).get("n") if isinstance(cmp.get("tuned"), dict) else None
+            table.add_row(
+                name.replace("_", " "),
+                _rate(cmp.get("base")),
+                _rate(cmp.get("tuned")),
+                (f"{delta['value']:+.3f}" if isinstance(delta.get("value"), int | float) else "-")
+                + _ci(delta.get("ci95")),
+                "-" if n is None else str(n),
+            )
+        return table
     summary: dict[str, Any] = dict(report.get("summary") or {})
     summary.setdefault("base_harmful_score", body.get("base_harmful_score"))
     summary.setdefault("tuned_harmful_score", body.get("tuned_harmful_score"))
-    table = Table("metric", "base", "tuned", "change", title="Safety (base vs tuned)")
-    paired: set[str] = set()
-    for key in summary:
-        if not key.startswith("base_") or key.endswith("_ci"):
-            continue
+    for key, base in summary.items():
         metric = key.removeprefix("base_")
-        tuned_key = f"tuned_{metric}"
-        if tuned_key not in summary:
-            continue
-        paired.update({key, tuned_key, f"{key}_ci", f"{tuned_key}_ci"})
-        table.add_row(
-            metric.replace("_", " "),
-            _with_ci(summary, key),
-            _with_ci(summary, tuned_key),
-            _delta(summary[key], summary[tuned_key]),
-        )
-    others = [(k, v) for k, v in summary.items() if k not in paired and not isinstance(v, dict | list)]
-    for key, value in others:
-        table.add_row(key.replace("_", " "), "", _num(value), "")
-    console.print(table)
+        if key.startswith("base_") and f"tuned_{metric}" in summary:
+            tuned = summary[f"tuned_{metric}"]
+            table.add_row(metric.replace("_", " "), _num(base), _num(tuned), _delta(base, tuned), "-")
+    return table
+
+
+def render_report(body: dict[str, Any]) -> None:
+    """Verdict and reasons, base-vs-tuned safety metrics, then utility (task loss before/after)."""
+    report: dict[str, Any] = body.get("report") or {}
+    verdict_info = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
+    verdict = str(body.get("verdict") or verdict_info.get("status", "?"))
+    style = VERDICT_STYLE.get(verdict, "bold")
+    console.print(f"Safety report for [bold]{body.get('job_id')}[/]: [{style}]{verdict.upper()}[/]")
+    for reason in verdict_info.get("reasons", []) or []:
+        console.print(f"  - {reason}")
+    console.print(_metrics_table(report, body))
 
     utility = report.get("utility")
-    if isinstance(utility, dict):
-        util_table = Table(
-            "utility", "before", "after", "change", title="Utility (task loss, lower is better)"
-        )
-        before, after = utility.get("loss_before"), utility.get("loss_after")
-        util_table.add_row(
-            f"{utility.get('loss_set', 'eval')} loss", _num(before), _num(after), _delta(before, after)
-        )
-        console.print(util_table)
+    if isinstance(utility, dict) and utility:
+        table = Table("utility", "before", "after", "change", title="Utility (task loss, lower is better)")
+        for prefix in ("", "val_"):
+            before, after = utility.get(f"{prefix}loss_before"), utility.get(f"{prefix}loss_after")
+            if before is not None or after is not None:
+                label = f"{utility.get('loss_set', 'eval')} loss" if not prefix else "val loss"
+                table.add_row(label, _num(before), _num(after), _delta(before, after))
+        console.print(table)
 
 
 def report(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,10 +39,14 @@ def worker(
     _exec([*WORKER_ARGV, f"--loglevel={loglevel}"])
 
 
-def safety_align() -> None:
-    """Build the safety-aligned base model (smollm2-135m-safe) in SAFETUNE_MODEL_CACHE, once."""
+def _model_cache() -> Path:
     from safetune.config import get_settings
 
-    cache = get_settings().model_cache
+    return get_settings().model_cache
+
+
+def safety_align() -> None:
+    """Build the safety-aligned base model (smollm2-135m-safe) in SAFETUNE_MODEL_CACHE, once."""
+    cache = _model_cache()
     result = subprocess.run([sys.executable, "-m", "sap_core.alignment", "--cache", str(cache)], check=False)
     raise typer.Exit(result.returncode)

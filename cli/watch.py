@@ -18,13 +18,18 @@ console = Console()
 
 
 def _new_events(client: ApiClient, job_id: str, after: int | None) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": EVENTS_PAGE}
-    if after is not None:
-        params["after"] = after
-    page = client.get_json(f"/jobs/{job_id}/events", params=params)
-    events: list[dict[str, Any]] = page.get("data", [])
-    # The API may page newest-first (like OpenAI's) or oldest-first; print in time order either way.
-    return sorted(events, key=lambda event: event["id"])
+    """Every event after id `after`, oldest first (the API pages with `after` + `has_more`)."""
+    events: list[dict[str, Any]] = []
+    while True:
+        params: dict[str, Any] = {"limit": EVENTS_PAGE}
+        if after is not None:
+            params["after"] = after
+        page = client.get_json(f"/jobs/{job_id}/events", params=params)
+        batch: list[dict[str, Any]] = page.get("data", [])
+        events.extend(batch)
+        if not page.get("has_more") or not batch:
+            return events
+        after = batch[-1]["id"]
 
 
 def _describe(job: dict[str, Any]) -> str:

@@ -1,0 +1,68 @@
+"""serve / worker / safety-align start the right program in a separate Python process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import processes
+from cli.main import app
+
+
+class Exec(Exception):
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+
+
+def _capture_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_execv(path: str, argv: list[str]) -> None:
+        assert path == sys.executable
+        raise Exec(argv)
+
+    monkeypatch.setattr(processes.os, "execv", fake_execv)
+
+
+def test_serve_execs_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    _capture_exec(monkeypatch)
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "9000"])
+
+    assert isinstance(result.exception, Exec)
+    assert result.exception.argv[1:] == [
+        "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "9000", "--workers", "1",
+    ]  # fmt: skip
+
+
+def test_worker_execs_one_celery_process_on_the_training_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    _capture_exec(monkeypatch)
+
+    result = CliRunner().invoke(app, ["worker"])
+
+    assert isinstance(result.exception, Exec)
+    argv = result.exception.argv[1:]
+    assert argv[:5] == ["-m", "celery", "-A", "worker.celery_app", "worker"]
+    assert "--concurrency=1" in argv and argv[argv.index("-Q") + 1] == "training"
+
+
+def test_safety_align_runs_the_alignment_module_on_the_model_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[list[str]] = []
+
+    class Done:
+        returncode = 3
+
+    def fake_run(argv: list[str], check: bool) -> Done:
+        calls.append(argv)
+        return Done()
+
+    monkeypatch.setattr(processes.subprocess, "run", fake_run)
+    monkeypatch.setattr(processes, "_model_cache", lambda: tmp_path)
+
+    result = CliRunner().invoke(app, ["safety-align"])
+
+    assert result.exit_code == 3
+    assert calls == [[sys.executable, "-m", "sap_core.alignment", "--cache", str(tmp_path)]]
