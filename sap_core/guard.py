@@ -144,7 +144,12 @@ class SapGuard:
         device = self.params[0].device
         # One forward over safe+harmful rows: the margin needs both and this halves the launches.
         both = collate([self._pairs[i][j] for j in (0, 1) for i in idx], self._pad_id)
-        logp = response_logprobs(self.model, {k_: v.to(device) for k_, v in both.items()})
+        batch = {k_: v.to(device) for k_, v in both.items()}
+        # Length-normalised (per-token mean) log-probs: a harmful answer is usually far longer than
+        # a refusal, so summed log-probs give margins of hundreds of nats, where log-sigmoid is flat
+        # and its gradient underflows to exactly zero in fp32 (no direction at all).
+        n_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1).clamp_min(1)
+        logp = response_logprobs(self.model, batch) / n_tokens
         return -F.logsigmoid(logp[:k] - logp[k:]).mean()
 
     def refresh_direction(self) -> list[torch.Tensor]:
@@ -156,10 +161,16 @@ class SapGuard:
             torch.zeros_like(p) if g is None else g.detach().float()
             for p, g in zip(self.params, grads, strict=True)
         ]
+        # Rescale by the max before squaring: a saturated loss (a safe model already prefers refusals)
+        # has gradients ~1e-20 whose squares underflow fp32, which would leave ĝ un-normalised.
+        peak = max(float(g.abs().max()) for g in flat)
+        if peak == 0.0 or not math.isfinite(peak):
+            raise FloatingPointError(f"contrastive gradient max={peak}: cannot form a harmful direction")
+        flat = [g / peak for g in flat]
         norm = math.sqrt(sum(float(g.pow(2).sum()) for g in flat))
-        self.direction = [g / (norm + 1e-12) for g in flat]
+        self.direction = [g / norm for g in flat]
         self.steps_since_refresh = 0
-        self.last_stats["contrastive_loss"] = float(loss)
+        self.last_stats["contrastive_loss"] = float(loss.detach())
         return self.direction
 
     def _maybe_refresh(self) -> list[torch.Tensor]:
