@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from safetune.base_models import get_base_model
+from safetune.base_models import REGISTRY, get_base_model
 
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -129,7 +129,7 @@ class EvaluationOptions(InputSchema):
 class JobSpec(InputSchema):
     """What to train. Sent as the multipart `spec` field, or inlined in a JSON body with `training_file`."""
 
-    base_model: str = Field(max_length=100)
+    base_model: str = Field(max_length=100, json_schema_extra={"enum": sorted(REGISTRY)})
     guard: Guard = Guard.SAP
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     sap: SapOptions = Field(default_factory=SapOptions)

@@ -125,7 +125,7 @@ def client(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -
     _reset_caches()
     with TestClient(create_app()) as test_client:
         yield test_client
-    monkeypatch.delenv("SAFETUNE_BROKER_URL")
+    monkeypatch.delenv("SAFETUNE_BROKER_URL", raising=False)
     _reset_caches()
 
 

@@ -1,0 +1,184 @@
+"""Every bad input is a 4xx with the error envelope, and leaves no files/jobs/events behind."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import TINY_MODEL, assert_error, chat_jsonl, row_counts, submit_job
+
+GOOD_LINE = json.dumps(
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "status", "code", "param", "line"),
+    [
+        (GOOD_LINE + b"\n" + b'{"messages": [}\n', 422, "dataset_invalid_line", "dataset", 2),
+        (
+            GOOD_LINE
+            + b'\n{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}\n',
+            422,
+            "dataset_invalid_line",
+            "messages[1].role",
+            2,
+        ),
+        (b"", 422, "dataset_empty", "dataset", None),
+        (GOOD_LINE + b"\n" + GOOD_LINE + b"\n" + b'{"x": "\xff"}\n', 422, "dataset_encoding", "dataset", 3),
+        (
+            GOOD_LINE + b"\n" + GOOD_LINE.replace(b'"q"', b'"q\\u0000"') + b"\n",
+            422,
+            "dataset_invalid_line",
+            "messages[0].content",
+            2,
+        ),
+    ],
+    ids=["malformed-json", "wrong-role", "empty", "non-utf8", "nul"],
+)
+def test_bad_dataset(
+    client: TestClient,
+    auth_headers: dict[str, str],
+    tenant: tuple[str, str],
+    dataset: bytes,
+    status: int,
+    code: str,
+    param: str,
+    line: int | None,
+) -> None:
+    error = assert_error(submit_job(client, auth_headers, dataset=dataset), status, code)
+    assert (error["param"], error["line"]) == (param, line)
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def test_dataset_over_size_limit(
+    client: TestClient, make_tenant: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id, key = make_tenant(max_dataset_bytes=2048)
+    headers = {"Authorization": f"Bearer {key}"}
+    error = assert_error(submit_job(client, headers, dataset=chat_jsonl(200)), 413, "dataset_too_large")
+    assert error["param"] == "dataset"
+    upload = client.post(
+        "/files", headers=headers, files={"file": ("a.jsonl", chat_jsonl(200))}, data={"purpose": "training"}
+    )
+    assert_error(upload, 413, "dataset_too_large")
+    assert row_counts(tenant_id) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def test_request_body_limit_is_enforced_while_streaming(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    limit = client.app.user_middleware[0].kwargs["max_bytes"]  # type: ignore[attr-defined]
+    big = b"x" * (limit + 10)
+
+    def chunks() -> Any:  # no Content-Length: only counting the streamed bytes can catch it
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+
+    streamed = client.post(
+        "/jobs", headers={**auth_headers, "Content-Type": "application/json"}, content=chunks()
+    )
+    assert_error(streamed, 413, "payload_too_large")
+    declared = client.post(
+        "/files", headers={**auth_headers, "Content-Length": str(limit + 1)}, content=b"{}"
+    )
+    assert_error(declared, 413, "payload_too_large")
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "param"),
+    [
+        ({"base_model": "gpt-17"}, "base_model_unknown", "base_model"),
+        (
+            {"base_model": TINY_MODEL, "hyperparameters": {"epochs": 0}},
+            "spec_invalid",
+            "hyperparameters.epochs",
+        ),
+        (
+            {"base_model": TINY_MODEL, "hyperparameters": {"learning_rate": 1.0}},
+            "spec_invalid",
+            "hyperparameters.learning_rate",
+        ),
+        (
+            {"base_model": TINY_MODEL, "hyperparameters": {"lora_r": 1000}},
+            "spec_invalid",
+            "hyperparameters.lora_r",
+        ),
+        (
+            {"base_model": TINY_MODEL, "hyperparameters": {"target_modules": ["lm_head"]}},
+            "spec_invalid",
+            "hyperparameters.target_modules",
+        ),
+        ({"base_model": TINY_MODEL, "validation_split": 0.9}, "spec_invalid", "validation_split"),
+        ({"base_model": TINY_MODEL, "suffix": "Bad Suffix!"}, "spec_invalid", "suffix"),
+        ({"base_model": TINY_MODEL, "webhook_url": "ftp://x"}, "spec_invalid", "webhook_url"),
+        ({"base_model": TINY_MODEL, "sap": {"refresh_every": 0}}, "spec_invalid", "sap.refresh_every"),
+        ({"base_model": TINY_MODEL, "learning_rate": 0.1}, "spec_invalid", "learning_rate"),
+        ({"base_model": TINY_MODEL, "guard": "magic"}, "spec_invalid", "guard"),
+        ({"guard": "sap"}, "spec_invalid", "base_model"),
+        ({"base_model": TINY_MODEL, "suffix": "a\u0000b"}, "spec_invalid", "spec"),
+    ],
+)
+def test_bad_spec(
+    client: TestClient,
+    auth_headers: dict[str, str],
+    tenant: tuple[str, str],
+    spec: dict[str, Any],
+    code: str,
+    param: str,
+) -> None:
+    error = assert_error(submit_job(client, auth_headers, spec=spec), 422, code)
+    assert error["param"] == param
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def test_missing_parts_and_wrong_content_type(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    no_spec = client.post("/jobs", headers=auth_headers, files={"dataset": ("t.jsonl", chat_jsonl())})
+    assert assert_error(no_spec, 422, "spec_invalid")["param"] == "spec"
+    no_data = client.post(
+        "/jobs", headers=auth_headers, files={"spec": (None, json.dumps({"base_model": TINY_MODEL}))}
+    )
+    assert assert_error(no_data, 422, "request_invalid")["param"] == "dataset"
+    text = client.post("/jobs", headers={**auth_headers, "Content-Type": "text/plain"}, content=b"hi")
+    assert_error(text, 415, "unsupported_media_type")
+    missing_file = client.post(
+        "/jobs", headers=auth_headers, json={"training_file": "file-nope", "base_model": TINY_MODEL}
+    )
+    assert assert_error(missing_file, 404, "file_not_found")["param"] == "training_file"
+    not_json = client.post(
+        "/jobs", headers={**auth_headers, "Content-Type": "application/json"}, content=b"{oops"
+    )
+    assert_error(not_json, 422, "spec_invalid")
+    bad_purpose = client.post(
+        "/files", headers=auth_headers, files={"file": ("a.jsonl", chat_jsonl())}, data={"purpose": "x"}
+    )
+    assert assert_error(bad_purpose, 422, "request_invalid")["param"] == "purpose"
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/ftjob-missing",
+        "/jobs/ftjob-missing/events",
+        "/jobs/ftjob-missing/safety-report",
+        "/jobs/ftjob-missing/adapter",
+    ],
+)
+def test_unknown_job_id(client: TestClient, auth_headers: dict[str, str], path: str) -> None:
+    error = assert_error(client.get(path, headers=auth_headers), 404, "job_not_found")
+    assert error["param"] == "job_id"
+
+
+def test_unknown_route_and_method_use_the_envelope(client: TestClient, auth_headers: dict[str, str]) -> None:
+    assert_error(client.get("/nope", headers=auth_headers), 404, "not_found")
+    assert_error(client.delete("/jobs", headers=auth_headers), 405, "method_not_allowed")
+    assert_error(
+        client.get("/jobs", headers=auth_headers, params={"after": "ftjob-unknown"}), 422, "request_invalid"
+    )
