@@ -83,7 +83,8 @@ def _metrics_table(report: dict[str, Any], body: dict[str, Any]) -> Table:
 def render_report(body: dict[str, Any]) -> None:
     """Verdict and reasons, base-vs-tuned safety metrics, then utility (task loss before/after)."""
     report: dict[str, Any] = body.get("report") or {}
-    verdict_info = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
+    raw_verdict = report.get("verdict")
+    verdict_info: dict[str, Any] = raw_verdict if isinstance(raw_verdict, dict) else {}
     verdict = str(body.get("verdict") or verdict_info.get("status", "?"))
     style = VERDICT_STYLE.get(verdict, "bold")
     console.print(f"Safety report for [bold]{body.get('job_id')}[/]: [{style}]{verdict.upper()}[/]")

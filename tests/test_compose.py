@@ -101,8 +101,8 @@ def test_settings_come_from_safetune_env(services: dict[str, dict[str, Any]]) ->
             k for k in safetune_vars if k.removeprefix("SAFETUNE_").lower() not in Settings.model_fields
         }
         assert not unknown
-        # ...and together they must pass the production validators.
-        Settings(**{k.removeprefix("SAFETUNE_").lower(): v for k, v in safetune_vars.items()}, _env_file=None)
+        # ...and together they must pass the production validators (model_validate reads no env/.env).
+        Settings.model_validate({k.removeprefix("SAFETUNE_").lower(): v for k, v in safetune_vars.items()})
 
 
 def test_secrets_are_required(services: dict[str, dict[str, Any]]) -> None:
