@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import typer
 
+from cli.admin import migrate
+
 SAMPLE_DATASET = (
     Path(__file__).resolve().parent.parent / "sap_core" / "resources" / "datasets" / "sample_chat.jsonl"
 )
@@ -46,23 +48,14 @@ def _start_api(port: int) -> None:
 
 
 def _demo_key() -> str:
+    """A fresh key for the `demo` tenant (created on first run); printed once, stored hashed."""
     from safetune.db import session_scope
-    from safetune.repositories.tenants import create_api_key, get_or_create_tenant
+    from safetune.repositories.tenants import create_api_key, create_tenant, get_tenant_by_name
 
     with session_scope() as session:
-        tenant = get_or_create_tenant(session, "demo")
-        key, _record = create_api_key(session, tenant.id)
+        tenant = get_tenant_by_name(session, "demo") or create_tenant(session, "demo")
+        _record, key = create_api_key(session, tenant.id)
     return key
-
-
-def _migrate() -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    root = Path(__file__).resolve().parent.parent
-    config = Config(str(root / "alembic.ini"))
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -96,7 +89,7 @@ def run_demo(
     out: Path = typer.Option(Path("demo-adapter"), help="where to extract the adapter"),
 ) -> None:
     """Run the main job end to end on the embedded default and print the safety report."""
-    _migrate()
+    migrate("head")
     port = _free_port()
     _start_api(port)
     key = _demo_key()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import admin, artifacts, jobs, processes, watch
+from cli import admin, artifacts, demo, jobs, processes, watch
 
 app = typer.Typer(
     name="safetune",
@@ -17,6 +17,7 @@ app.command()(processes.serve)
 app.command()(processes.worker)
 app.command("safety-align")(processes.safety_align)
 app.command()(admin.migrate)
+app.command("demo")(demo.run_demo)
 
 app.command()(jobs.submit)
 app.command()(jobs.status)

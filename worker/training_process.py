@@ -54,8 +54,9 @@ class EventChannel:
 class ChildCallback(TrainingCallback):
     """Reports progress and obeys the supervisor's STOP file between steps."""
 
-    def __init__(self, events: EventChannel, job_dir: Path, suffix: str | None) -> None:
+    def __init__(self, events: EventChannel, job_dir: Path, suffix: str | None, num_examples: int) -> None:
         self.events = events
+        self.num_examples = num_examples
         self.stop_file = job_dir / STOP_FILE
         self.planned = False
         self.stopped = False
@@ -64,7 +65,7 @@ class ChildCallback(TrainingCallback):
 
     def on_step_end(self, state: StepState) -> str | None:
         if not self.planned:
-            self.events.emit("plan", total_steps=state.total_steps)
+            self.events.emit("plan", total_steps=state.total_steps, num_examples=self.num_examples)
             self.planned = True
         self.events.emit(
             "step",
@@ -157,7 +158,7 @@ def run(job_dir: Path, events: EventChannel) -> None:
         )
 
     events.emit("stage", stage="training")
-    callback = ChildCallback(events, job_dir, spec.get("suffix"))
+    callback = ChildCallback(events, job_dir, spec.get("suffix"), len(train))
     result = finetune(
         peft_model,
         tokenizer,
