@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from safetune.base_models import REGISTRY, get_base_model
 
@@ -129,7 +129,8 @@ class EvaluationOptions(InputSchema):
 class JobSpec(InputSchema):
     """What to train. Sent as the multipart `spec` field, or inlined in a JSON body with `training_file`."""
 
-    base_model: str = Field(max_length=100, json_schema_extra={"enum": sorted(REGISTRY)})
+    # The enum documents the registry in OpenAPI; validation itself is the validator below.
+    base_model: str = Field(max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))})
     guard: Guard = Guard.SAP
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     sap: SapOptions = Field(default_factory=SapOptions)

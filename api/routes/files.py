@@ -44,7 +44,7 @@ def upload_file(
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="JSONL dataset")],
     purpose: Annotated[FilePurpose, Form()],
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")] = None,
 ) -> FileRead | JSONResponse:
     """Upload a JSONL dataset; every line is validated before anything is stored."""
     parsed = parse_upload(file, purpose.value, settings, tenant)

@@ -76,7 +76,7 @@ def create_job(
     tenant: TenantDep,
     settings: SettingsDep,
     submission: Annotated[JobSubmission, Depends(read_job_submission)],
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")] = None,
 ) -> JobRead | JSONResponse:
     """Validate the spec and the whole dataset, store the job, then queue it for training."""
     spec = submission.spec

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -35,7 +34,7 @@ def submit_job(
     dataset: bytes | None = None,
     spec: dict[str, Any] | str | None = None,
     extra_headers: dict[str, str] | None = None,
-) -> httpx.Response:
+) -> Any:
     spec_value = spec if isinstance(spec, str) else json.dumps(spec or {"base_model": TINY_MODEL})
     return client.post(
         "/jobs",
@@ -69,7 +68,7 @@ def set_status(job_id: str, status: str) -> None:
         job.status = status
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}

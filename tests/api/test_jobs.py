@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import redis
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import TINY_MODEL, assert_error, chat_jsonl, row_counts, set_status, submit_job
@@ -137,3 +138,28 @@ def test_spec_string_must_be_json(client: TestClient, auth_headers: dict[str, st
     error = assert_error(submit_job(client, auth_headers, spec="{not json"), 422, "spec_invalid")
     assert error["param"]
     assert json.loads(json.dumps(error))  # the envelope is plain JSON
+
+
+def test_committed_job_is_sent_to_the_broker_by_name(
+    client: TestClient, auth_headers: dict[str, str], redis_url: str
+) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    broker = redis.Redis.from_url(redis_url)
+    try:
+        messages = [json.loads(raw) for raw in broker.lrange("training", 0, -1)]
+    finally:
+        broker.close()
+    sent = [m["headers"] for m in messages if job_id in m["headers"]["argsrepr"]]
+    assert len(sent) == 1 and sent[0]["task"] == "safetune.train_job"
+
+
+def test_rejected_submission_sends_nothing(
+    client: TestClient, auth_headers: dict[str, str], redis_url: str
+) -> None:
+    broker = redis.Redis.from_url(redis_url)
+    try:
+        before = broker.llen("training")
+        assert submit_job(client, auth_headers, dataset=b"{bad\n").status_code == 422
+        assert broker.llen("training") == before
+    finally:
+        broker.close()

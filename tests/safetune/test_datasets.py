@@ -17,7 +17,7 @@ def jsonl(*records: object) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
-def chat(user: str = "hi", assistant: str = "hello") -> dict[str, object]:
+def chat(user: str = "hi", assistant: str = "hello") -> dict[str, list[dict[str, str]]]:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
 
 
@@ -29,7 +29,7 @@ def fails(data: bytes, purpose: str = "training", limits: DatasetLimits = LIMITS
 
 def test_chat_format_is_kept_and_hashed() -> None:
     data = jsonl(
-        {"messages": [{"role": "system", "content": "be brief"}, *chat()["messages"]]},  # type: ignore[list-item]
+        {"messages": [{"role": "system", "content": "be brief"}, *chat()["messages"]]},
         chat("2+2?", "4"),
     )
     parsed = parse_dataset(data, "training", LIMITS)

@@ -1,0 +1,59 @@
+"""GET /jobs/{id}/adapter and /checkpoints once the worker has stored them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+from fastapi.testclient import TestClient
+
+from safetune.db import session_scope
+from safetune.models import Adapter, Checkpoint
+from tests.api.conftest import assert_error, set_status, submit_job
+
+
+def _adapter_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("adapter_config.json", '{"r": 8}')
+        archive.writestr("adapter_model.safetensors", b"\x00" * 300_000)  # > one stream chunk
+    return buffer.getvalue()
+
+
+def test_adapter_download(client: TestClient, auth_headers: dict[str, str]) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    assert_error(client.get(f"/jobs/{job_id}/adapter", headers=auth_headers), 404, "adapter_not_ready")
+    content = _adapter_zip()
+    digest = hashlib.sha256(content).hexdigest()
+    with session_scope() as session:  # what the worker's final transaction writes
+        session.add(Adapter(job_id=job_id, content=content, sha256=digest, size_bytes=len(content)))
+    set_status(job_id, "succeeded")
+    response = client.get(f"/jobs/{job_id}/adapter", headers=auth_headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"] == f'attachment; filename="{job_id}-adapter.zip"'
+    assert response.headers["etag"] == f'"{digest}"'
+    assert response.content == content
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+def test_checkpoints_listed_by_step(client: TestClient, auth_headers: dict[str, str]) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    with session_scope() as session:
+        for step in (20, 10):
+            session.add(
+                Checkpoint(
+                    job_id=job_id,
+                    step=step,
+                    train_loss=1.0 / step,
+                    adapter_zip=b"z",
+                    state_zip=b"s",
+                    sha256="0" * 64,
+                )
+            )
+    body = client.get(f"/jobs/{job_id}/checkpoints", headers=auth_headers).json()
+    assert [c["step"] for c in body["data"]] == [10, 20]
+    assert body["data"][0]["id"].startswith("ftckpt-")
+    assert "adapter_zip" not in body["data"][0]
