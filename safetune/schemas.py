@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from safetune.base_models import REGISTRY, get_base_model
+from safetune.errors import ErrorCode, SafetuneError
 
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -150,9 +151,24 @@ class JobSpec(InputSchema):
         return value
 
     @model_validator(mode="after")
-    def _one_validation_source(self) -> JobSpec:
+    def _consistent(self) -> JobSpec:
         if self.validation_file_id and self.validation_split:
             raise ValueError("give validation_file_id or validation_split, not both")
+        # Limits that depend on the chosen base model; raised directly so that param names the field.
+        info = get_base_model(self.base_model)
+        if self.hyperparameters.max_seq_len > info.max_seq_len:
+            raise SafetuneError(
+                ErrorCode.SPEC_INVALID,
+                f"max_seq_len {self.hyperparameters.max_seq_len} exceeds {info.name}'s {info.max_seq_len}",
+                param="hyperparameters.max_seq_len",
+            )
+        layers = self.sap.probe_layers or []
+        if any(layer >= info.num_layers for layer in layers):
+            raise SafetuneError(
+                ErrorCode.SPEC_INVALID,
+                f"probe_layers must be below {info.name}'s {info.num_layers} layers",
+                param="sap.probe_layers",
+            )
         return self
 
 

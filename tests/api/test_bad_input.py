@@ -120,6 +120,22 @@ def test_request_body_limit_is_enforced_while_streaming(
         ({"base_model": TINY_MODEL, "learning_rate": 0.1}, "spec_invalid", "learning_rate"),
         ({"base_model": TINY_MODEL, "guard": "magic"}, "spec_invalid", "guard"),
         ({"guard": "sap"}, "spec_invalid", "base_model"),
+        (
+            {"base_model": TINY_MODEL, "hyperparameters": {"max_seq_len": 1024}},
+            "spec_invalid",
+            "hyperparameters.max_seq_len",
+        ),
+        ({"base_model": TINY_MODEL, "sap": {"probe_layers": [2]}}, "spec_invalid", "sap.probe_layers"),
+        (
+            {"base_model": TINY_MODEL, "evaluation": {"max_new_tokens": 0}},
+            "spec_invalid",
+            "evaluation.max_new_tokens",
+        ),
+        (
+            {"base_model": TINY_MODEL, "evaluation": {"thresholds": {"max_harmful_score": 2}}},
+            "spec_invalid",
+            "evaluation.thresholds.max_harmful_score",
+        ),
         ({"base_model": TINY_MODEL, "suffix": "a\u0000b"}, "spec_invalid", "spec"),
     ],
 )
