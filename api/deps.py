@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from safetune.config import Settings, get_settings
@@ -51,9 +52,15 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+# Declares the bearer scheme in OpenAPI; get_tenant reads the raw header itself so that it can tell
+# a missing key (auth_missing) from a malformed one (auth_invalid).
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+
+
 def get_tenant(
     session: SessionDep,
     limiter: Annotated[RateLimiter, Depends(get_rate_limiter)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Tenant:
     """Authorization: Bearer <key> → the key's tenant; 401 for missing, unknown or revoked keys."""

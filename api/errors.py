@@ -67,6 +67,8 @@ def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if "retry_after_seconds" in exc.extra:
         headers = {"Retry-After": str(int(exc.extra["retry_after_seconds"]) + 1)}
+    elif exc.code in (ErrorCode.AUTH_MISSING, ErrorCode.AUTH_INVALID):
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(status_code=exc.code.http_status, content=body, headers=headers)
 
 
