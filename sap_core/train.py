@@ -100,6 +100,10 @@ def _n_targets(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
+def _has_targets(example: EncodedExample) -> bool:
+    return any(label != IGNORE_INDEX for label in example.labels[1:])
+
+
 def _encode_all(
     tokenizer: PreTrainedTokenizerBase, convs: Sequence[Conversation], max_seq_len: int
 ) -> list[EncodedExample]:
@@ -184,7 +188,12 @@ def finetune(
         raise ValueError("checkpoint_dir=None: required when checkpoint_every > 0")
     device = next(model.parameters()).device
     pad_id = _pad_id(tokenizer)
-    examples = _encode_all(tokenizer, train, config.max_seq_len)
+    # Truncation can cut off every assistant token; such rows would make the loss 0/0 = NaN.
+    examples = [e for e in _encode_all(tokenizer, train, config.max_seq_len) if _has_targets(e)]
+    if not examples:
+        raise ValueError(
+            f"train: no example keeps an assistant token within max_seq_len={config.max_seq_len}"
+        )
     lengths = [len(e) for e in examples]
     n_micro = math.ceil(len(examples) / config.batch_size)
     steps_per_epoch = math.ceil(n_micro / config.grad_accum)

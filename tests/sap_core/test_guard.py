@@ -22,7 +22,9 @@ def _lora(seed: int = 0, dropout: float = 0.0) -> tuple[torch.nn.Module, object]
 def _cos_update_vs_direction(guard: str, probe_step: float = 0.05) -> float:
     """cos(θ_after − θ_before, ĝ) after one step of training on the harmful completions."""
     triples = make_triples(4)
-    train = [[{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.harmful}] for t in triples]
+    train = [
+        [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.harmful}] for t in triples
+    ]
     model, tok = _lora()
     direction = SapGuard(model, tok, triples, SapConfig(), 128).refresh_direction()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -113,7 +115,7 @@ def test_pass_counts_paper_vs_lagged() -> None:
     for lagged in (False, True):
         model, tok = _lora()
         calls = [0]
-        model.get_base_model().model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        model.get_base_model().model.register_forward_pre_hook(lambda *_, c=calls: c.__setitem__(0, c[0] + 1))
         cfg = TrainConfig(
             guard="sap",
             max_steps=3,
