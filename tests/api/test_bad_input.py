@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
+from safetune.config import get_settings
 from tests.api.conftest import TINY_MODEL, assert_error, chat_jsonl, row_counts, submit_job
 
 GOOD_LINE = json.dumps(
@@ -68,20 +71,48 @@ def test_dataset_over_size_limit(
     assert row_counts(tenant_id) == {"files": 0, "jobs": 0, "job_events": 0}
 
 
+@pytest.fixture()
+def small_limit_client(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """An app whose request body limit is 64 KiB, so the test need not stream 64 MiB."""
+    monkeypatch.setenv("SAFETUNE_MAX_REQUEST_BYTES", str(64 * 1024))
+    get_settings.cache_clear()
+    with TestClient(create_app()) as small:
+        yield small
+    monkeypatch.delenv("SAFETUNE_MAX_REQUEST_BYTES")
+    get_settings.cache_clear()
+
+
 def test_request_body_limit_is_enforced_while_streaming(
-    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+    small_limit_client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
 ) -> None:
-    limit = client.app.user_middleware[0].kwargs["max_bytes"]  # type: ignore[attr-defined]
+    client = small_limit_client
+    limit = 64 * 1024
     big = b"x" * (limit + 10)
 
     def chunks() -> Any:  # no Content-Length: only counting the streamed bytes can catch it
-        for start in range(0, len(big), 1 << 20):
-            yield big[start : start + (1 << 20)]
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096]
 
     streamed = client.post(
         "/jobs", headers={**auth_headers, "Content-Type": "application/json"}, content=chunks()
     )
     assert_error(streamed, 413, "payload_too_large")
+    boundary = "fuzzboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\ntraining\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+    ).encode()
+
+    def multipart() -> Any:
+        yield head
+        yield from chunks()
+
+    form = client.post(
+        "/files",
+        headers={**auth_headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=multipart(),
+    )
+    assert_error(form, 413, "payload_too_large")
     declared = client.post(
         "/files", headers={**auth_headers, "Content-Length": str(limit + 1)}, content=b"{}"
     )
