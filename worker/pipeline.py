@@ -244,7 +244,10 @@ def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
         if outcome.stop_reason == "cancel":
             job_runs.mark_cancelled(session, job_id)
             return
-        if outcome.stop_reason == "shutdown" and outcome.done is None:
+        # A child that died without a result while the worker shuts down (e.g. Ctrl-C reached the
+        # whole process group before the STOP file did) was interrupted, not broken: requeue it.
+        interrupted = outcome.done is None and outcome.error is None and shutdown.requested()
+        if (outcome.stop_reason == "shutdown" or interrupted) and outcome.done is None:
             requeued = job_runs.requeue(
                 session, job_id, "worker shut down; the job resumes from its last checkpoint"
             )

@@ -24,5 +24,6 @@ def _request_graceful_stop(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_reaper(**_: Any) -> None:
+    shutdown.clear()  # a marker left by an earlier process that had this pid must not stop our jobs
     # Every worker reaps in its main process: a beat task would queue behind a long training job.
     start_background_reaper(max(5.0, get_settings().heartbeat_seconds * 2))
