@@ -146,6 +146,9 @@ def check_queue_quota(session: Session, tenant: Tenant, *, max_queued: int) -> N
 
     ``max_queued`` is the service default; a per-tenant override on the tenant row wins.
     """
+    # Lock the tenant row: two concurrent submissions then count one after the other, so the limit
+    # holds exactly on Postgres (SQLite serialises writers anyway and ignores FOR UPDATE).
+    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
     limit = tenant.max_queued_jobs or max_queued
     queued = count_jobs(session, tenant.id, (JobStatus.QUEUED,))
     if queued >= limit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -137,3 +139,32 @@ def test_events_after_and_limit(tenant_id: str) -> None:
         assert more and [e.type for e in first] == ["queued", "step"]
         rest, more = jobs_repo.list_events(session, tenant_id, job.id, after=first[-1].id)
         assert not more and [e.data for e in rest] == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+
+def test_queue_quota_holds_under_concurrent_submissions(database_url: str) -> None:
+    with session_scope() as session:
+        tenant_id = tenants_repo.create_tenant(session, f"race-{uuid.uuid4().hex[:10]}", max_queued_jobs=1).id
+    first_checked = threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def submit(name: str, hold: float) -> None:
+        try:
+            with session_scope() as session:
+                tenant = session.get(Tenant, tenant_id)
+                assert tenant is not None
+                jobs_repo.check_queue_quota(session, tenant, max_queued=20)
+                first_checked.set()
+                make_job(session, tenant_id)
+                time.sleep(hold)  # commit late: the other submission must wait for us, not race us
+            outcomes[name] = "created"
+        except SafetuneError as exc:
+            outcomes[name] = exc.code.code
+
+    first = threading.Thread(target=submit, args=("first", 0.5))
+    first.start()
+    assert first_checked.wait(5)
+    second = threading.Thread(target=submit, args=("second", 0.0))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert outcomes == {"first": "created", "second": "quota_exceeded"}
