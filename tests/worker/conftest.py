@@ -1,0 +1,96 @@
+"""Worker-side fixtures: jobs created the way POST /jobs creates them, settings for the reaper, and a
+look into the real Redis queue (what `enqueue_training` actually sent)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+import redis
+from sqlalchemy import update
+
+from safetune import queue
+from safetune.config import get_settings
+from safetune.datasets import DatasetLimits, parse_dataset
+from safetune.db import session_scope
+from safetune.models import Job, utcnow
+from safetune.queue import TRAINING_QUEUE
+from safetune.repositories import files as files_repo
+from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import tenants as tenants_repo
+from safetune.schemas import JobSpec
+
+DATA = b'{"prompt": "p", "completion": "c"}\n'
+
+
+@pytest.fixture()
+def worker_settings(
+    database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
+    """configure(**SAFETUNE_* overrides): the broker is the per-run Redis db, never the in-process
+    runner (which would start training inside the test)."""
+
+    def configure(**overrides: str) -> None:
+        monkeypatch.setenv("SAFETUNE_BROKER_URL", redis_url)
+        for key, value in overrides.items():
+            monkeypatch.setenv(f"SAFETUNE_{key.upper()}", value)
+        get_settings.cache_clear()
+        queue.reset_client()
+
+    configure()
+    yield configure
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    queue.reset_client()
+
+
+@pytest.fixture()
+def make_job(database_url: str) -> Callable[..., str]:
+    """make_job(**column_overrides) -> job id: a committed queued job of a fresh tenant."""
+
+    def _make(**columns: object) -> str:
+        with session_scope() as session:
+            tenant = tenants_repo.create_tenant(session, f"worker-{uuid.uuid4().hex[:10]}")
+            stored = files_repo.create_file(
+                session,
+                tenant.id,
+                purpose="training",
+                filename="t.jsonl",
+                dataset=parse_dataset(DATA, "training", DatasetLimits(10_000, 10, 1000)),
+            )
+            spec = JobSpec.model_validate({"base_model": "tiny-random-llama", "guard": "none"})
+            job_id = jobs_repo.create_job(session, tenant.id, spec, training_file_id=stored.id).id
+        if columns:
+            set_columns(job_id, **columns)
+        return job_id
+
+    return _make
+
+
+def set_columns(job_id: str, **columns: object) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**columns))
+
+
+def ago(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+@pytest.fixture()
+def sent_job_ids(redis_url: str) -> Iterator[Callable[[], list[str]]]:
+    """sent_job_ids() -> the job ids of the train messages now waiting in the Redis queue."""
+    client = redis.Redis.from_url(redis_url)
+
+    def _sent() -> list[str]:
+        ids = []
+        for raw in client.lrange(TRAINING_QUEUE, 0, -1):
+            headers = json.loads(raw).get("headers", {})
+            if headers.get("task") == queue.TRAIN_TASK:
+                ids.append(str(headers.get("argsrepr", "")).strip("[]()' ,\""))
+        return ids
+
+    yield _sent
+    client.close()
