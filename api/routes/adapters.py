@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import OwnedJobDep, SessionDep
 from api.errors import error_responses
+from safetune.db import session_scope
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.repositories import artifacts
 from safetune.schemas import CheckpointList, CheckpointRead
@@ -24,10 +26,12 @@ OWNED_ERRORS = (
 CHUNK_BYTES = 256 * 1024
 
 
-def _chunks(content: bytes) -> Iterator[bytes]:
-    view = memoryview(content)
-    for start in range(0, len(view), CHUNK_BYTES):
-        yield bytes(view[start : start + CHUNK_BYTES])
+def _chunks(job_id: str, size: int) -> Iterator[bytes]:
+    # The request's session is closed once the route returns, so the stream reads with its own
+    # short units of work, one chunk at a time.
+    for offset in range(0, size, CHUNK_BYTES):
+        with session_scope() as session:
+            yield artifacts.read_adapter_chunk(session, job_id, offset, CHUNK_BYTES)
 
 
 @router.get(
@@ -35,12 +39,15 @@ def _chunks(content: bytes) -> Iterator[bytes]:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+        304: {"description": "If-None-Match matched the ETag (the adapter's sha256)"},
         **error_responses(*OWNED_ERRORS),
     },
 )
-def download_adapter(session: SessionDep, job: OwnedJobDep) -> StreamingResponse:
+def download_adapter(
+    session: SessionDep, job: OwnedJobDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
     """The trained LoRA adapter as a zip (adapter_config.json + adapter_model.safetensors)."""
-    adapter = artifacts.get_adapter_for_tenant(session, job.tenant_id, job.id)
+    adapter = artifacts.get_adapter_for_tenant(session, job.tenant_id, job.id, with_content=False)
     if adapter is None:
         raise SafetuneError(
             ErrorCode.ADAPTER_NOT_READY,
@@ -48,12 +55,17 @@ def download_adapter(session: SessionDep, job: OwnedJobDep) -> StreamingResponse
             param="job_id",
             status=job.status,
         )
+    etag = f'"{adapter.sha256}"'
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
     headers = {
         "Content-Disposition": f'attachment; filename="{job.id}-adapter.zip"',
-        "ETag": f'"{adapter.sha256}"',
+        "ETag": etag,
         "Content-Length": str(adapter.size_bytes),
     }
-    return StreamingResponse(_chunks(adapter.content), media_type="application/zip", headers=headers)
+    return StreamingResponse(
+        _chunks(job.id, adapter.size_bytes), media_type="application/zip", headers=headers
+    )
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=error_responses(*OWNED_ERRORS))

@@ -5,7 +5,7 @@ Storage is Postgres today; callers only see these functions, so blobs can move t
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, undefer
 
 from safetune.models import Adapter, Checkpoint, Job, SafetyReport
@@ -31,6 +31,15 @@ def get_adapter_for_tenant(
     if with_content:
         stmt = stmt.options(undefer(Adapter.content))
     return session.scalar(stmt)
+
+
+def read_adapter_chunk(session: Session, job_id: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of the adapter zip from byte ``offset`` (0-based), read in the database so
+    that a download never holds the whole blob in memory (substr works on bytea and SQLite blobs)."""
+    chunk = session.scalar(
+        select(func.substr(Adapter.content, offset + 1, length)).where(Adapter.job_id == job_id)
+    )
+    return bytes(chunk or b"")
 
 
 def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -> list[Checkpoint]:

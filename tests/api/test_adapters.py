@@ -37,6 +37,8 @@ def test_adapter_download(client: TestClient, auth_headers: dict[str, str]) -> N
     assert response.content == content
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert sorted(archive.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+    cached = client.get(f"/jobs/{job_id}/adapter", headers={**auth_headers, "If-None-Match": f'"{digest}"'})
+    assert (cached.status_code, cached.content) == (304, b"")
 
 
 def test_checkpoints_listed_by_step(client: TestClient, auth_headers: dict[str, str]) -> None:
