@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,11 +24,13 @@ from fastapi.testclient import TestClient
 from safetune.db import reset_engine, session_scope
 from safetune.queue import TRAIN_TASK, TRAINING_QUEUE
 from safetune.repositories import job_runs
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import WorkerProcess, wait_for
 from tests.integration.test_training_jobs import TERMINAL, events, job, tiny_spec
 from tests.integration.test_training_jobs import submit as submit_with
 
 pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
 
 REDIS_PORT = "6379"
 REDIS_START = [
@@ -119,7 +121,7 @@ def resumed_step(client: TestClient, headers: dict[str, str], job_id: str) -> in
 
 
 def test_kill_9_mid_training_is_reaped_and_resumes_from_its_checkpoint(
-    client, auth_headers, start_worker
+    client: TestClient, auth_headers: dict[str, str], start_worker: StartWorker
 ) -> None:
     first = start_worker("killed")
     job_id = submit(client, auth_headers, fault_spec(max_steps=60))
@@ -142,7 +144,7 @@ def test_kill_9_mid_training_is_reaped_and_resumes_from_its_checkpoint(
 
 
 @pytest.fixture
-def redis_restarter(redis_url: str) -> Iterator[Any]:
+def redis_restarter(redis_url: str) -> Iterator[Callable[[], None]]:
     """restart() stops Redis without saving and starts it again; the finally always brings it back."""
 
     def ping() -> bool:
@@ -173,7 +175,11 @@ def redis_restarter(redis_url: str) -> Iterator[Any]:
 
 
 def test_queued_message_lost_in_a_redis_restart_is_resent_by_the_reconciler(
-    client, auth_headers, start_worker, redis_url, redis_restarter
+    client: TestClient,
+    auth_headers: dict[str, str],
+    start_worker: StartWorker,
+    redis_url: str,
+    redis_restarter: Callable[[], None],
 ) -> None:
     job_id = submit(client, auth_headers, fault_spec(max_steps=4))  # no worker yet: it waits in Redis
     broker = redis.Redis.from_url(redis_url)
@@ -192,7 +198,7 @@ def test_queued_message_lost_in_a_redis_restart_is_resent_by_the_reconciler(
 
 
 def test_duplicate_deliveries_across_two_workers_train_once(
-    client, auth_headers, start_worker, redis_url
+    client: TestClient, auth_headers: dict[str, str], start_worker: StartWorker, redis_url: str
 ) -> None:
     start_worker("twin-a")
     start_worker("twin-b")
@@ -213,7 +219,9 @@ def test_duplicate_deliveries_across_two_workers_train_once(
     assert job(client, auth_headers, job_id)["status"] == "succeeded"
 
 
-def test_sigterm_checkpoints_requeues_and_a_new_worker_resumes(client, auth_headers, start_worker) -> None:
+def test_sigterm_checkpoints_requeues_and_a_new_worker_resumes(
+    client: TestClient, auth_headers: dict[str, str], start_worker: StartWorker
+) -> None:
     first = start_worker("leaving")
     job_id = submit(client, auth_headers, fault_spec(max_steps=60))
     wait_checkpointed(client, auth_headers, job_id)
@@ -254,7 +262,9 @@ def _pg_ctl(action: str, *extra: str) -> None:
     )
 
 
-def test_postgres_down_answers_503_then_recovers_without_restart(client, auth_headers) -> None:
+def test_postgres_down_answers_503_then_recovers_without_restart(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
     job_id = submit(client, auth_headers, fault_spec(max_steps=4))
     assert client.get(f"/jobs/{job_id}", headers=auth_headers).status_code == 200
     try:

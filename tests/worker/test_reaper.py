@@ -7,14 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
 from safetune.db import session_scope
-from safetune.models import utcnow
+from safetune.models import Job, utcnow
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
 from tests.worker.conftest import ago, set_columns
 from worker import reaper
 
 
-def load(job_id: str):  # noqa: ANN201 - a detached Job row
+def load(job_id: str) -> Job:
+    """The job row, detached so its loaded attributes stay readable after the session closes."""
     with session_scope() as session:
         job = job_runs.load_job(session, job_id)
         session.expunge(job)
@@ -90,7 +91,8 @@ def test_queued_job_older_than_threshold_is_resent(
     before = load(recent).queued_at
 
     assert reaper.reap()["resent"] >= 1
-    assert load(lost).queued_at > ago(60)  # touched, so the next tick does not re-send it again
+    touched = load(lost).queued_at
+    assert touched is not None and touched > ago(60)  # so the next tick does not re-send it again
     assert load(recent).queued_at == before
     sent = sent_job_ids()
     assert lost in sent and recent not in sent
