@@ -47,6 +47,10 @@ class Settings(BaseSettings):
 
     admin_token: str = Field(default=PLACEHOLDER_SECRET, description="guards the admin CLI/HTTP endpoints")
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="POSTs per event, first included")
+    webhook_backoff_seconds: float = Field(
+        default=2.0, ge=0, description="sleep before retry n is backoff * 2**(n-1)"
+    )
 
     @field_validator("database_url")
     @classmethod

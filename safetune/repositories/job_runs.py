@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from safetune import webhooks
 from safetune.models import (
     ACTIVE_STATUSES,
     Adapter,
@@ -93,7 +94,10 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
         .values(status=status, finished_at=utcnow(), stage=None, **values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    finished = result.rowcount == 1  # type: ignore[attr-defined]
+    if finished:  # every worker-side terminal transition (incl. the reaper) announces itself
+        webhooks.notify_on_commit(session, job_id)
+    return finished
 
 
 def mark_succeeded(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from safetune import webhooks
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
 from safetune.schemas import JobSpec
@@ -129,6 +130,7 @@ def request_cancel(session: Session, job: Job) -> Job:
         job.cancel_requested_at = now
         job.finished_at = now
         add_event(session, job.id, "cancelled", "job cancelled before it started")
+        webhooks.notify_on_commit(session, job.id)
     elif job.cancel_requested_at is None:
         job.cancel_requested_at = now
         add_event(session, job.id, "cancel_requested", "cancellation requested; the worker will stop")
