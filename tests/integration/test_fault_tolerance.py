@@ -130,7 +130,7 @@ def test_kill_9_mid_training_is_reaped_and_resumes_from_its_checkpoint(
     first.kill_hard()  # worker, pool process and training child: no chance to write anything
     assert job(client, auth_headers, job_id)["status"] == "running"  # the DB only sees silence
 
-    second = start_worker("rescuer", SAFETUNE_STALE_AFTER_SECONDS="4")
+    second = start_worker("rescuer", SAFETUNE_STALE_AFTER_SECONDS="6")
     final = wait_terminal(client, auth_headers, job_id)
     assert final["status"] == "succeeded", (final, second.log())
     assert final["step"] == final["total_steps"] == 60
