@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Path, UploadFile
 from fastapi.responses import JSONResponse
 
+from api import job_service
 from api.deps import SessionDep, SettingsDep, TenantDep, clean_id
 from api.errors import BAD_REQUEST, error_responses
-from api.uploads import parse_upload, request_hash
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.repositories import files as files_repo
-from safetune.repositories import idempotency
 from safetune.schemas import FilePurpose, FileRead
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -47,23 +46,10 @@ def upload_file(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")] = None,
 ) -> FileRead | JSONResponse:
     """Upload a JSONL dataset; every line is validated before anything is stored."""
-    parsed = parse_upload(file, purpose.value, settings, tenant)
-    filename = file.filename or "dataset.jsonl"
-    fingerprint = request_hash(purpose.value, filename, parsed.sha256)
-    if idempotency_key:
-        existing_id = idempotency.find_replay(session, tenant.id, "files", idempotency_key, fingerprint)
-        if existing_id:
-            existing = files_repo.get_file_for_tenant(session, tenant.id, existing_id)
-            if existing is not None:
-                return JSONResponse(
-                    FileRead.model_validate(existing).model_dump(mode="json"), status_code=200
-                )
-    stored = files_repo.create_file(
-        session, tenant.id, purpose=purpose.value, filename=filename, dataset=parsed
-    )
-    if idempotency_key:
-        idempotency.record_key(session, tenant.id, "files", idempotency_key, fingerprint, stored.id)
-    return FileRead.model_validate(stored)
+    stored = job_service.store_upload(session, tenant, settings, file, purpose, idempotency_key)
+    if stored.replayed:
+        return JSONResponse(FileRead.model_validate(stored.row).model_dump(mode="json"), status_code=200)
+    return FileRead.model_validate(stored.row)
 
 
 @router.get(

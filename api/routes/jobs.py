@@ -7,15 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id, run_after_commit
+from api import job_service
+from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
 from api.errors import BAD_REQUEST, error_responses
-from api.uploads import JobSubmission, owned_file, parse_upload, read_job_submission, request_hash
-from safetune import queue
+from api.uploads import JobSubmission, read_job_submission
 from safetune.errors import ErrorCode
-from safetune.repositories import files as files_repo
-from safetune.repositories import idempotency
 from safetune.repositories import jobs as jobs_repo
-from safetune.schemas import FilePurpose, JobCreate, JobEventList, JobEventRead, JobList, JobRead
+from safetune.schemas import JobCreate, JobEventList, JobEventRead, JobList, JobRead
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -79,50 +77,18 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")] = None,
 ) -> JobRead | JSONResponse:
     """Validate the spec and the whole dataset, store the job, then queue it for training."""
-    spec = submission.spec
-    parsed = None
-    if submission.dataset is not None:
-        parsed = parse_upload(submission.dataset, "training", settings, tenant)
-        dataset_ref = parsed.sha256
-    else:
-        assert submission.training_file_id is not None
-        dataset_ref = owned_file(
-            session, tenant, submission.training_file_id, FilePurpose.TRAINING, "training_file"
-        ).id
-    if spec.validation_file_id:
-        owned_file(session, tenant, spec.validation_file_id, FilePurpose.VALIDATION, "validation_file_id")
-    if spec.eval_file_id:
-        owned_file(session, tenant, spec.eval_file_id, FilePurpose.EVALUATION, "eval_file_id")
-
-    fingerprint = request_hash(spec.model_dump(mode="json"), dataset_ref)
-    if idempotency_key:
-        existing_id = idempotency.find_replay(session, tenant.id, "jobs", idempotency_key, fingerprint)
-        existing = jobs_repo.get_job_for_tenant(session, tenant.id, existing_id) if existing_id else None
-        if existing is not None:
-            return JSONResponse(JobRead.model_validate(existing).model_dump(mode="json"), status_code=200)
-    jobs_repo.check_queue_quota(session, tenant, max_queued=settings.max_queued_jobs_per_tenant)
-
-    if parsed is not None:
-        filename = submission.dataset.filename if submission.dataset else None
-        training_file_id = files_repo.create_file(
-            session, tenant.id, purpose="training", filename=filename or "dataset.jsonl", dataset=parsed
-        ).id
-    else:
-        training_file_id = dataset_ref
-    job = jobs_repo.create_job(
+    submitted = job_service.submit_job(
         session,
-        tenant.id,
-        spec,
-        training_file_id=training_file_id,
-        validation_file_id=spec.validation_file_id,
-        eval_file_id=spec.eval_file_id,
+        tenant,
+        settings,
+        submission.spec,
+        dataset=submission.dataset,
+        training_file_id=submission.training_file_id,
         idempotency_key=idempotency_key,
     )
-    if idempotency_key:
-        idempotency.record_key(session, tenant.id, "jobs", idempotency_key, fingerprint, job.id)
-    job_id = job.id
-    run_after_commit(session, lambda: queue.enqueue_training(job_id))
-    return JobRead.model_validate(job)
+    if submitted.replayed:
+        return JSONResponse(JobRead.model_validate(submitted.row).model_dump(mode="json"), status_code=200)
+    return JobRead.model_validate(submitted.row)
 
 
 @router.get("", response_model=JobList, responses=error_responses(*COMMON_ERRORS))
