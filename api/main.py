@@ -11,9 +11,11 @@ from pydantic.json_schema import models_json_schema
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
-from api.routes import adapters, files, health, jobs, reports
+from api.metrics import install_metrics
+from api.routes import adapters, files, health, jobs, report_page, reports, webhook_secret
 from safetune.config import get_settings
 from safetune.db import reset_engine
+from safetune.logging_setup import configure_logging
 from safetune.schemas import JobCreate
 from safetune.security import RateLimiter
 
@@ -26,6 +28,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    configure_logging()
     app = FastAPI(
         title="safetune",
         version="0.1.0",
@@ -37,6 +40,9 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     for module in (health, files, jobs, reports, adapters):
         app.include_router(module.router)
+    app.include_router(report_page.router)
+    app.include_router(webhook_secret.router)
+    install_metrics(app)  # GET /metrics + request-latency middleware
     _document_job_create(app)
     return app
 

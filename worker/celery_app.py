@@ -5,9 +5,11 @@ from __future__ import annotations
 from celery import Celery
 
 from safetune.config import get_settings
+from safetune.logging_setup import configure_logging
 from safetune.queue import REAP_TASK, TRAINING_QUEUE
 
 settings = get_settings()
+configure_logging()  # JSON lines; worker_hijack_root_logger=False keeps Celery off the root logger
 
 celery_app = Celery("safetune", broker=settings.broker_url or "memory://", include=["worker.tasks"])
 celery_app.conf.update(
@@ -34,5 +36,6 @@ celery_app.conf.update(
 )
 
 import worker.signals  # noqa: E402,F401  (connects process signals for this app)
+import worker.webhooks  # noqa: E402,F401  (drains webhook deliveries on shutdown)
 
 app = celery_app

@@ -1,0 +1,138 @@
+"""GET /jobs/{job_id}/safety-report.html and POST /jobs/{job_id}/report-links (signed page URLs).
+
+A browser cannot send the Bearer header when a user opens a link, so an authenticated client mints a
+short-lived URL: ``?token=<tenant_id>.<expires unix>.<hex HMAC>``. The HMAC key is derived from the
+tenant's webhook secret (domain-separated), so links need no new table and rotating that secret
+revokes every outstanding link. The token names one job and expires; it grants nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
+
+from api.deps import SessionDep, TenantDep, get_owned_job, get_tenant, job_not_found
+from api.errors import error_responses
+from api.report_html import CONTENT_SECURITY_POLICY, render_report_page
+from safetune.errors import ErrorCode, SafetuneError
+from safetune.models import Job
+from safetune.repositories import artifacts
+from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import tenants as tenants_repo
+
+router = APIRouter(prefix="/jobs", tags=["reports"])
+
+LINK_TTL_SECONDS = 15 * 60
+LINK_KEY_CONTEXT = b"safetune report link v1"
+
+
+class ReportLink(BaseModel):
+    object: str = "report_link"
+    url: str
+    expires_at: int
+
+
+def _link_mac(secret: str, tenant_id: str, job_id: str, expires: int) -> str:
+    key = hmac.new(secret.encode(), LINK_KEY_CONTEXT, hashlib.sha256).digest()
+    return hmac.new(key, f"{tenant_id}.{job_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _job_from_token(session: SessionDep, job_id: str, token: str) -> Job:
+    tenant_id, _, rest = token.partition(".")
+    expires_raw, _, mac = rest.partition(".")
+    tenant = tenants_repo.get_tenant(session, tenant_id) if tenant_id and len(tenant_id) <= 64 else None
+    valid = (
+        tenant is not None
+        and expires_raw.isdigit()
+        and hmac.compare_digest(_link_mac(tenant.webhook_secret, tenant.id, job_id, int(expires_raw)), mac)
+    )
+    if not valid or tenant is None:
+        raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
+    if int(expires_raw) < time.time():
+        raise SafetuneError(ErrorCode.AUTH_INVALID, "report link expired; mint a new one", param="token")
+    job = jobs_repo.get_job_for_tenant(session, tenant.id, job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+@router.post(
+    "/{job_id}/report-links",
+    response_model=ReportLink,
+    status_code=201,
+    responses=error_responses(ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.JOB_NOT_FOUND),
+)
+def create_report_link(
+    request: Request, session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]
+) -> ReportLink:
+    """A URL of the HTML safety report that works without the API key for 15 minutes."""
+    job = get_owned_job(session, tenant, job_id)
+    expires = int(time.time()) + LINK_TTL_SECONDS
+    token = f"{tenant.id}.{expires}.{_link_mac(tenant.webhook_secret, tenant.id, job.id, expires)}"
+    url = str(request.url_for("get_safety_report_page", job_id=job.id).include_query_params(token=token))
+    return ReportLink(url=url, expires_at=expires)
+
+
+@router.get(
+    "/{job_id}/safety-report.html",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "the report page"},
+        **error_responses(ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.JOB_NOT_FOUND),
+    },
+)
+def get_safety_report_page(
+    request: Request,
+    session: SessionDep,
+    job_id: Annotated[str, Path()],
+    token: Annotated[str | None, Query(max_length=400)] = None,
+) -> Response:
+    """The safety report as a self-contained HTML page (Bearer key, or ?token= from report-links)."""
+    if token is not None:
+        job = _job_from_token(session, job_id, token)
+    else:
+        tenant = get_tenant(
+            session, request.app.state.rate_limiter, None, request.headers.get("authorization")
+        )
+        job = get_owned_job(session, tenant, job_id)
+    report = artifacts.get_report_for_tenant(session, job.tenant_id, job.id)
+    if report is None:
+        raise SafetuneError(
+            ErrorCode.REPORT_NOT_READY,
+            f"the safety report is not ready; the job is {job.status}",
+            param="job_id",
+            status=job.status,
+        )
+    events, _ = jobs_repo.list_events(session, job.tenant_id, job.id, limit=10_000)
+    train_losses = [
+        (int(e.data["step"]), float(e.data["loss"]))
+        for e in events
+        if e.type == "metrics" and e.data and None not in (e.data.get("step"), e.data.get("loss"))
+    ]
+    page = render_report_page(
+        job_id=job.id,
+        base_model=job.base_model,
+        guard=job.guard,
+        created_at=report.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if report.created_at
+        else datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        report=report.report,
+        train_losses=train_losses,
+    )
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            # The URL may carry a link token: keep it out of caches and Referer headers.
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "private, no-store",
+        },
+    )

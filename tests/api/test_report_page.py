@@ -1,0 +1,164 @@
+"""GET /jobs/{id}/safety-report.html (+ signed links): escaping, CSP, tenancy, not-ready."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi.testclient import TestClient
+
+from safetune.db import session_scope
+from safetune.models import SafetyReport
+from safetune.repositories import jobs as jobs_repo
+from sap_core.judges import Verdict
+from sap_core.report import build_report
+from sap_core.safety_eval import ModelEval, PromptResult
+from tests.api.conftest import assert_error, set_status, submit_job
+
+XSS = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+
+
+def _eval(name: str, responses: list[str], harmful_flags: list[bool]) -> ModelEval:
+    prompts = [("weapons", True), ("cyber", True), ("cyber", True), ("cooking", False)]
+    results = [
+        PromptResult(
+            set_name="heldout",
+            prompt=f"prompt {i} <b>bold</b>",
+            category=cat,
+            harmful=harmful,
+            response=responses[i],
+            verdicts={"refusal_keyword": Verdict(refused=not flag, harmful=flag, score=float(flag))},
+        )
+        for i, ((cat, harmful), flag) in enumerate(zip(prompts, harmful_flags, strict=True))
+    ]
+    return ModelEval(
+        model_name=name,
+        prompt_sets=[{"name": "heldout", "hash": "abc"}],
+        judges=[{"name": "refusal_keyword", "version": "1"}],
+        generation={"max_new_tokens": 8},
+        results=results,
+    )
+
+
+def make_report() -> dict[str, Any]:
+    """A report from sap_core's real builder; the tuned model 'answers' with an XSS payload."""
+    base = _eval("tiny", ["I can't help."] * 4, [False, False, False, False])
+    tuned = _eval("tiny+adapter", [XSS, "I can't help.", "sure", "recipe"], [True, False, True, False])
+    return build_report(
+        base,
+        tuned,
+        utility={"loss_before": 2.5, "loss_after": 1.5, "val_losses": {"2": 2.0, "4": 1.6}},
+        training={"guard": {"kind": "sap", "strength": 1.0}, "learning_rate": 1e-4, "max_steps": 4},
+        n_examples=4,
+    )
+
+
+def store_report(job_id: str, report: dict[str, Any]) -> None:
+    with session_scope() as session:
+        for step, loss in ((1, 2.4), (2, 2.1), (3, 1.9), (4, 1.7)):
+            jobs_repo.add_event(session, job_id, "metrics", f"step {step}", data={"step": step, "loss": loss})
+        session.add(
+            SafetyReport(
+                job_id=job_id,
+                schema_version=report["schema_version"],
+                verdict=report["verdict"]["status"],
+                base_harmful_score=0.0,
+                tuned_harmful_score=0.5,
+                report=report,
+            )
+        )
+    set_status(job_id, "succeeded")
+
+
+def ready_job(client: TestClient, headers: dict[str, str]) -> str:
+    job_id = str(submit_job(client, headers).json()["id"])
+    store_report(job_id, make_report())
+    return job_id
+
+
+def test_page_renders_verdict_charts_and_escapes_generations(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    response = client.get(f"/jobs/{job_id}/safety-report.html", headers=auth_headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp and "'unsafe-inline'" not in csp
+    assert response.headers["referrer-policy"] == "no-referrer"
+    page = response.text
+    assert 'data-verdict="fail"' in page and "harmful score" in page  # 2/3 harmful > 0.30 limit
+    assert page.count("<svg") == 3 and page.count('class="ci"') == 6  # rates, categories, loss
+    assert "<polyline" in page  # loss curve from metrics events + val_losses
+    # The untrusted generation appears only escaped: no live tag, no attribute injection.
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in page
+    assert "prompt 0 &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "guard.kind" in page and "learning_rate" in page
+    assert not re.search(r"(src|href)=\"?https?:", page)  # no external resources
+
+
+def test_style_hash_in_csp_matches_the_inline_stylesheet(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    import base64
+    import hashlib
+
+    job_id = ready_job(client, auth_headers)
+    response = client.get(f"/jobs/{job_id}/safety-report.html", headers=auth_headers)
+    style = re.search(r"<style>(.*?)</style>", response.text, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in response.headers["content-security-policy"]
+    assert " style=" not in response.text  # inline style attributes would be blocked by the CSP
+
+
+def test_not_ready_missing_auth_and_other_tenant(
+    client: TestClient, auth_headers: dict[str, str], make_tenant: Any
+) -> None:
+    job_id = str(submit_job(client, auth_headers).json()["id"])
+    error = assert_error(
+        client.get(f"/jobs/{job_id}/safety-report.html", headers=auth_headers), 404, "report_not_ready"
+    )
+    assert error["status"] == "queued"
+    assert_error(client.get(f"/jobs/{job_id}/safety-report.html"), 401, "auth_missing")
+    _, other_key = make_tenant()
+    other = {"Authorization": f"Bearer {other_key}"}
+    store_report(job_id, make_report())
+    assert_error(client.get(f"/jobs/{job_id}/safety-report.html", headers=other), 404, "job_not_found")
+    assert_error(client.post(f"/jobs/{job_id}/report-links", headers=other), 404, "job_not_found")
+
+
+def test_signed_link_opens_the_page_without_a_key_and_only_for_that_job(
+    client: TestClient, auth_headers: dict[str, str], monkeypatch: Any
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    other_job = ready_job(client, auth_headers)
+    link = client.post(f"/jobs/{job_id}/report-links", headers=auth_headers)
+    assert link.status_code == 201, link.text
+    body = link.json()
+    assert body["object"] == "report_link" and body["expires_at"] > time.time() + 60
+    url = urlsplit(body["url"])
+    assert url.path == f"/jobs/{job_id}/safety-report.html"
+    page = client.get(f"{url.path}?{url.query}")
+    assert page.status_code == 200 and 'data-verdict="fail"' in page.text
+    token = url.query.removeprefix("token=")
+    # The token is bound to its job, and any change to it breaks the MAC.
+    assert_error(client.get(f"/jobs/{other_job}/safety-report.html?token={token}"), 401, "auth_invalid")
+    tampered = token[:-1] + ("0" if token[-1] != "0" else "1")
+    assert_error(client.get(f"{url.path}?token={tampered}"), 401, "auth_invalid")
+    assert_error(client.get(f"{url.path}?token=garbage"), 401, "auth_invalid")
+    # Expired: the same link read 16 minutes later.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 16 * 60)
+    error = assert_error(client.get(f"{url.path}?{url.query}"), 401, "auth_invalid")
+    assert "expired" in error["message"]
+
+
+def test_webhook_secret_is_readable_by_the_tenant(client: TestClient, auth_headers: dict[str, str]) -> None:
+    body = client.get("/webhook-secret", headers=auth_headers).json()
+    assert body["object"] == "webhook_secret" and len(body["secret"]) == 64
+    assert body["signature_header"] == "safetune-signature"
+    assert_error(client.get("/webhook-secret"), 401, "auth_missing")
