@@ -29,15 +29,19 @@ def _celery_client() -> Any:
     return Celery("safetune-client", broker=settings.broker_url, set_as_current=False)
 
 
-def enqueue_training(job_id: str) -> None:
-    """Hand a committed job to the workers. Losing the message is survivable: the reaper re-sends."""
+def enqueue_training(job_id: str, countdown: float | None = None) -> None:
+    """Hand a committed job to the workers. Losing the message is survivable: the reaper re-sends.
+
+    `countdown` delays delivery (a worker found the tenant at its concurrency limit). The embedded
+    runner has a single slot, so it never needs a delay.
+    """
     settings = get_settings()
     if settings.embedded:
         # Imported by name so that the api package keeps no static dependency on the ML stack.
         importlib.import_module("worker.embedded").submit(job_id)
         return
     try:
-        _celery_client().send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE)
+        _celery_client().send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE, countdown=countdown)
     except Exception as exc:  # kombu raises OperationalError and friends
         # The job row is committed and durable; failing the request now would invite a duplicate
         # submission. The reaper re-sends queued jobs that no worker picked up.

@@ -37,6 +37,7 @@ log = logging.getLogger("safetune.worker")
 STOP_FILE = "STOP"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 KILL_GRACE_SECONDS = 20.0
+TENANT_BUSY_RETRY_SECONDS = 15.0
 
 
 @dataclass
@@ -57,10 +58,18 @@ def run_job(job_id: str) -> None:
     """Run one job to a terminal state (or back to the queue on shutdown). Safe to call twice."""
     settings = get_settings()
     with session_scope() as session:
-        if not job_runs.claim_job(session, job_id, worker_identity()):
-            log.info("job not claimable (already taken, finished or cancelled)", extra={"job_id": job_id})
-            return
-        attempt = job_runs.load_job(session, job_id).attempt
+        busy = job_runs.tenant_at_capacity(session, job_id, settings.max_concurrent_jobs_per_tenant)
+        claimed = not busy and job_runs.claim_job(session, job_id, worker_identity())
+        attempt = job_runs.load_job(session, job_id).attempt if claimed else 0
+    if busy:
+        # The tenant's other jobs hold all of its slots: leave this one queued and look again later,
+        # so one tenant cannot occupy every GPU while others wait.
+        log.info("tenant at its concurrent-job limit; retrying later", extra={"job_id": job_id})
+        enqueue_training(job_id, countdown=TENANT_BUSY_RETRY_SECONDS)
+        return
+    if not claimed:
+        log.info("job not claimable (already taken, finished or cancelled)", extra={"job_id": job_id})
+        return
     job_dir = settings.jobs_dir / job_id / f"attempt-{attempt}"
     log.info("job claimed", extra={"job_id": job_id, "attempt": attempt})
     try:

@@ -23,9 +23,10 @@ from safetune.models import (
     JobStatus,
     SafetyReport,
     StoredFile,
+    Tenant,
     utcnow,
 )
-from safetune.repositories.jobs import add_event
+from safetune.repositories.jobs import add_event, tenant_can_start
 
 
 def claim_job(session: Session, job_id: str, worker_id: str) -> bool:
@@ -48,6 +49,19 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> bool:
     if claimed:
         add_event(session, job_id, "started", f"training started on {worker_id}", data={"worker": worker_id})
     return claimed
+
+
+def tenant_at_capacity(session: Session, job_id: str, default_limit: int) -> bool:
+    """Whether the job's tenant already runs its maximum of concurrent jobs.
+
+    Locks the tenant row first, so that two workers claiming two jobs of one tenant at the same
+    moment are serialised and cannot both slip under the limit (Postgres; SQLite has one writer).
+    """
+    tenant_id = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one_or_none()
+    if tenant_id is None:
+        return False
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    return not tenant_can_start(session, tenant_id, max_concurrent=default_limit)
 
 
 def load_job(session: Session, job_id: str) -> Job:

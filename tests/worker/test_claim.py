@@ -73,3 +73,28 @@ def test_requeued_job_is_claimed_again_with_the_next_attempt(make_job: Callable[
     with session_scope() as session:
         assert job_runs.load_job(session, job_id).attempt == 2
     assert event_types(job_id).count("requeued") == 1
+
+
+def test_tenant_at_its_concurrency_limit_waits_in_the_queue(
+    make_job: Callable[..., str],
+    worker_settings: Callable[..., None],
+    sent_job_ids: Callable[[], list[str]],
+) -> None:
+    from safetune.models import Job, Tenant
+    from worker.pipeline import run_job
+
+    worker_settings()
+    first = make_job()
+    with session_scope() as session:
+        tenant_id = session.get(Job, first).tenant_id
+        session.get(Tenant, tenant_id).max_concurrent_jobs = 1
+    second = make_job()
+    set_columns(second, tenant_id=tenant_id)
+    assert claim(first, "w1")
+
+    run_job(second)  # returns at once: the tenant's only slot is taken
+
+    with session_scope() as session:
+        assert job_runs.load_job(session, second).status == "queued"
+    assert "started" not in event_types(second)
+    assert second in sent_job_ids()  # re-sent with a delay, to be tried again later
