@@ -21,7 +21,11 @@ is_sqlite = url.startswith("sqlite")
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=url, target_metadata=Base.metadata, literal_binds=True, compare_type=True, render_as_batch=is_sqlite
+        url=url,
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        compare_type=True,
+        render_as_batch=is_sqlite,
     )
     with context.begin_transaction():
         context.run_migrations()
