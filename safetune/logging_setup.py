@@ -49,3 +49,6 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     root.setLevel(level)
     # The "safetune" loggers are the ones we want at INFO even when a library lowered the root level.
     logging.getLogger("safetune").setLevel(level)
+    # httpx logs every request at INFO; webhook attempts are already logged with their job_id.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -67,7 +67,7 @@ def test_event_payload_shape() -> None:
 class Receiver:
     """A real HTTP server on 127.0.0.1 that verifies each request and answers with scripted codes."""
 
-    def __init__(self, codes: list[int]) -> None:
+    def __init__(self, codes: list[int], secret: str = SECRET) -> None:
         self.codes = codes
         self.requests: list[dict[str, Any]] = []
         receiver = self
@@ -78,8 +78,9 @@ class Receiver:
                 receiver.requests.append(
                     {
                         "body": body,
-                        "valid": verify_signature(SECRET, self.headers[SIGNATURE_HEADER], body),
+                        "valid": verify_signature(secret, self.headers[SIGNATURE_HEADER], body),
                         "event_id": self.headers[EVENT_ID_HEADER],
+                        "at": time.monotonic(),
                     }
                 )
                 code = receiver.codes.pop(0) if receiver.codes else 200
