@@ -12,7 +12,17 @@ from pydantic.json_schema import models_json_schema
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.metrics import install_metrics
-from api.routes import adapters, files, health, jobs, report_page, reports, webhook_secret
+from api.routes import (
+    adapters,
+    events_stream,
+    files,
+    health,
+    jobs,
+    openai_compat,
+    report_page,
+    reports,
+    webhook_secret,
+)
 from safetune.config import get_settings
 from safetune.db import reset_engine
 from safetune.logging_setup import configure_logging
@@ -38,7 +48,7 @@ def create_app() -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (health, files, jobs, reports, adapters):
+    for module in (health, files, jobs, events_stream, reports, adapters, openai_compat):
         app.include_router(module.router)
     app.include_router(report_page.router)
     app.include_router(webhook_secret.router)

@@ -50,3 +50,15 @@ def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -
         .order_by(Checkpoint.step)
     )
     return list(session.scalars(stmt))
+
+
+def verdicts_for_tenant(session: Session, tenant_id: str, job_ids: list[str]) -> dict[str, str]:
+    """job id → safety verdict for those of ``job_ids`` that have a report (one query for a page)."""
+    if not job_ids:
+        return {}
+    stmt = (
+        select(SafetyReport.job_id, SafetyReport.verdict)
+        .join(Job, Job.id == SafetyReport.job_id)
+        .where(SafetyReport.job_id.in_(job_ids), Job.tenant_id == tenant_id)
+    )
+    return {job_id: verdict for job_id, verdict in session.execute(stmt)}

@@ -165,3 +165,18 @@ def tenant_can_start(session: Session, tenant_id: str, *, max_concurrent: int) -
     tenant = session.get(Tenant, tenant_id)
     limit = (tenant.max_concurrent_jobs if tenant else None) or max_concurrent
     return count_jobs(session, tenant_id, ACTIVE_STATUSES) < limit
+
+
+def list_events_newest_first(
+    session: Session, tenant_id: str, job_id: str, *, before: int | None = None, limit: int = 20
+) -> tuple[list[JobEvent], bool]:
+    """Events newest first (OpenAI's order), older than event id ``before``. Returns (events, has_more)."""
+    stmt = (
+        select(JobEvent)
+        .join(Job, Job.id == JobEvent.job_id)
+        .where(JobEvent.job_id == job_id, Job.tenant_id == tenant_id)
+    )
+    if before is not None:
+        stmt = stmt.where(JobEvent.id < before)
+    rows = list(session.scalars(stmt.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
