@@ -83,7 +83,8 @@ def load_checkpoint(path: str | Path, model: PeftModel) -> dict[str, Any]:
     weights = load_file(str(path / "adapter_model.safetensors"))
     device = next(model.parameters()).device
     result = set_peft_model_state_dict(model, {k: v.to(device) for k, v in weights.items()})
-    if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"checkpoint adapter has unexpected keys {result.unexpected_keys}")
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"checkpoint adapter has unexpected keys {unexpected}")
     state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     return state

@@ -50,7 +50,7 @@ def parse_contrastive_lines(lines: list[str], source: str) -> list[ContrastiveTr
             extra = set(row) - {"prompt", "safe", "harmful", "source", "category"}
             if extra:
                 raise ValueError(f"unknown keys {sorted(extra)}")
-            triples.append(ContrastiveTriple(row.get("prompt"), row.get("safe"), row.get("harmful")))
+            triples.append(ContrastiveTriple(row.get("prompt"), row.get("safe"), row.get("harmful")))  # type: ignore[arg-type]  # __post_init__ checks types
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source} line {lineno}: {exc}") from exc
     if not triples:

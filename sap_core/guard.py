@@ -116,7 +116,7 @@ class SapGuard:
         self.probe_layers = config.probe_layers or default_probe_layers(len(self.layers))
         if max(self.probe_layers) >= len(self.layers):
             raise ValueError(f"probe_layers={self.probe_layers}: model has {len(self.layers)} layers")
-        self.hidden_size = int(model.config.hidden_size)
+        self.hidden_size = int(model.config.hidden_size)  # type: ignore[union-attr,arg-type]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = int(pad)
         self._pairs = [

@@ -133,7 +133,7 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     if hasattr(cfg, "quantization_config"):
         # save_pretrained refuses gguf-"quantized" models; the weights are already plain fp32.
         delattr(cfg, "quantization_config")
-    plain = LlamaForCausalLM(cfg)
+    plain = LlamaForCausalLM(cfg)  # type: ignore[arg-type]  # a Llama config, typed as the base class
     missing, unexpected = plain.load_state_dict(quant.state_dict(), strict=False)
     if [k for k in missing if "lm_head" not in k] or unexpected:
         raise ValueError(f"GGUF state dict mismatch: missing={missing} unexpected={unexpected}")
@@ -167,7 +167,7 @@ def load_base_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
     model.eval()
     return model, tokenizer
 

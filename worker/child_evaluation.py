@@ -117,7 +117,7 @@ def run_safety_evaluation(
     cfg = eval_config_from_options(options)
     thresholds = ReportThresholds(**(options.get("thresholds") or {}))
     training = {"base_model": request["base_model"], **config.to_dict()}
-    common = {
+    common: dict[str, Any] = {
         "request": request,
         "training": training,
         "utility": utility,
