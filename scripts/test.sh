@@ -8,6 +8,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export SAFETUNE_MODEL_CACHE="${SAFETUNE_MODEL_CACHE:-$PWD/.cache/models}"
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
 echo "== import contracts"
 .venv/bin/lint-imports
 echo "== pytest"
