@@ -1,0 +1,125 @@
+"""The official `openai` SDK against a real `uvicorn api.main:app` and a real celery worker."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.integration.conftest import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = REPO / "sap_core" / "resources" / "datasets" / "sample_chat.jsonl"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# 8 examples, batch 4, max 2 steps, a checkpoint every step; the smallest safety evaluation.
+SAFETY = {
+    "guard": "none",
+    "hyperparameters": {"max_steps": 2, "checkpoint_every": 1, "max_seq_len": 384},
+    "evaluation": {"max_prompts": 4, "max_new_tokens": 8},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`uvicorn api.main:app` on a free port, against the per-run Postgres DB and Redis db."""
+    port = free_port()
+    log: Path = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env={**worker_env, "SAFETUNE_RATE_LIMIT_PER_MINUTE": "100000"},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def sdk(server: str, make_tenant: Callable[..., tuple[str, str]]) -> OpenAI:
+    return OpenAI(base_url=f"{server}/v1", api_key=make_tenant()[1], max_retries=0, timeout=30)
+
+
+def test_openai_sdk_end_to_end(sdk: OpenAI, start_worker: Callable[..., Any]) -> None:
+    worker = start_worker()
+    data = b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:8])
+    uploaded = sdk.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    assert (uploaded.object, uploaded.purpose, uploaded.status) == ("file", "fine-tune", "processed")
+    assert sdk.files.retrieve(uploaded.id).bytes == uploaded.bytes
+
+    job = sdk.fine_tuning.jobs.create(
+        model="tiny-random-llama",
+        training_file=uploaded.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        suffix="sdk",
+        extra_body={"safety": SAFETY},
+    )
+    assert job.status == "queued" and job.hyperparameters.n_epochs == 1
+    # One worker at concurrency 1: a second job waits in the queue, and cancelling it is immediate.
+    second = sdk.fine_tuning.jobs.create(model="tiny-random-llama", training_file=uploaded.id)
+    cancelled = sdk.fine_tuning.jobs.cancel(second.id)
+    assert cancelled.status == "cancelled", cancelled
+
+    listed = [j.id for j in sdk.fine_tuning.jobs.list(limit=1)]  # auto-pagination through `after`
+    assert listed == [second.id, job.id]
+
+    final = wait_for(
+        lambda: sdk.fine_tuning.jobs.retrieve(job.id).model_dump(),
+        lambda j: j["status"] in TERMINAL,
+        150,
+        "the job to finish",
+    )
+    assert final["status"] == "succeeded", (final["error"], worker.log())
+    assert final["fine_tuned_model"] == f"ft:tiny-random-llama:sdk:{job.id}"
+    assert final["safety"]["verdict"] in {"pass", "warn", "fail"}
+    assert final["safety"]["report_url"].endswith(f"/jobs/{job.id}/safety-report")
+
+    events = sdk.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert events[0].data["event"] == "succeeded"  # newest first
+    assert any(e.type == "metrics" and e.data.get("train_loss") is not None for e in events)
+    assert [e.id for e in events] == sorted((e.id for e in events), key=lambda i: -int(i.split("-")[1]))
+
+    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [2, 1]
+    assert checkpoints[0].fine_tuning_job_id == job.id and checkpoints[0].metrics.train_loss is not None
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.fine_tuning.jobs.retrieve("ftjob-missing")
+    assert missing.value.code == "job_not_found"
+    with pytest.raises(openai.UnprocessableEntityError) as unknown:
+        sdk.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=uploaded.id)
+    assert (unknown.value.code, unknown.value.param, unknown.value.type) == (
+        "base_model_unknown",
+        "model",
+        "invalid_request_error",
+    )
