@@ -113,7 +113,7 @@ def alignment_data(model: Any, tokenizer: Any, cfg: AlignConfig) -> list[list[di
         benign = [(r["prompt"], r["response"]) for r in _jsonl(answers_path) if not r["prompt_harmful"]]
     else:
         prompts = [r["prompt"] for r in _jsonl(SAFETY_DIR / "align_benign.jsonl")]
-        benign = list(zip(prompts, generate(model, tokenizer, prompts, 64, 8), strict=True))
+        benign = list(zip(prompts, generate(model, tokenizer, prompts, 48, 8), strict=True))
     # A benign answer that happens to contain a refusal phrase would teach over-refusal.
     convs += [
         [{"role": "user", "content": p}, {"role": "assistant", "content": a}]

@@ -397,12 +397,57 @@ def _check_disjoint(
         raise SystemExit(f"eval prompts leak into training data: {sorted(overlap)[:3]}")
 
 
+def build_model_answers(model_dir: Path, max_new_tokens: int = 64) -> None:
+    """Answer benign and harmful training prompts with the unaligned base model (greedy).
+
+    Writes ``safety/model_answers.jsonl`` rows ``{"prompt", "response", "prompt_harmful", "model"}``.
+    Used (a) as classifier data in the base model's own style, so the response head learns harm
+    rather than "looks like a chatbot answer vs a support ticket", and (b) as self-distilled benign
+    targets for the refusal alignment. Eval prompts are never answered here.
+    """
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from sap_core.generate import generate
+    from sap_core.modeling import load_base_model
+
+    torch.manual_seed(0)
+    model, tok = load_base_model(model_dir, device="cpu")
+    safety = RES / "safety"
+    benign = [json.loads(x)["prompt"] for x in (safety / "align_benign.jsonl").read_text().splitlines()]
+    chat = [json.loads(x) for x in (RES / "datasets" / "sample_chat.jsonl").read_text().splitlines()]
+    benign += [next(m["content"] for m in c["messages"] if m["role"] == "user") for c in chat[::2]]
+    harmful = [json.loads(x)["prompt"] for x in (safety / "align_harmful.jsonl").read_text().splitlines()][
+        ::2
+    ]
+    rows = []
+    for prompts, label in ((benign, False), (harmful, True)):
+        answers = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=8)
+        rows += [
+            {"prompt": p, "response": a, "prompt_harmful": label, "model": model_dir.name}
+            for p, a in zip(prompts, answers, strict=True)
+        ]
+    _write_jsonl(safety / "model_answers.jsonl", rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
+        "--answers-from",
+        type=Path,
+        default=None,
+        help="converted SmolLM2 folder: (re)generate safety/model_answers.jsonl instead of the extraction",
+    )
+    parser.add_argument(
         "--wheels", type=Path, default=Path("/tmp/dl"), help="folder with the downloaded wheels"
     )
-    build(parser.parse_args().wheels)
+    args = parser.parse_args()
+    if args.answers_from:
+        build_model_answers(args.answers_from)
+    else:
+        build(args.wheels)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 Usage: ``python scripts/train_harm_classifier.py`` (about a minute on 2 CPU cores).
 
 Response head — positives: harmful compliant answers (PyRIT many-shot answers labelled harmful,
-from ``harmful_mix`` and the contrastive triples, plus the affirmative "Sure, here is how to ..."
-continuations). Negatives: refusals (contrastive ``safe`` + templates), benign assistant answers
-(forgelm sample chat) and many-shot answers labelled not harmful.
+from ``harmful_mix`` and the contrastive triples, the affirmative "Sure, here is how to ..."
+continuations, and the unaligned SmolLM2's own non-refusing answers to align_harmful prompts).
+Negatives: refusals (contrastive ``safe`` + templates), benign assistant answers (forgelm sample
+chat, SmolLM2's answers to benign prompts) and many-shot answers labelled not harmful.
 Prompt head — positives: harmful requests (align/contrastive/poison prompts); negatives: benign
 requests (hand-written align_benign, sample-chat user turns).
-Nothing from ``eval_harmful``/``eval_benign``/``refusal_labelled`` is used, so the judge is not
-fitted on the evaluation prompts. 25 % of each head's rows (grouped by prompt, seeded) are held out
+Nothing from ``eval_harmful``/``eval_benign`` is used, so the judge is not fitted on the evaluation
+prompts; of ``refusal_labelled`` only the hash-even half of benign-objective answers is used (the
+tests check the other half). 25 % of each head's rows (grouped by prompt, seeded) are held out
 and the script prints precision/recall on them; the final weights are refit on all rows.
 """
 
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sap_core.harm_classifier import DEFAULT_WEIGHTS, LogisticHead, MiniLMEmbedder  # noqa: E402
+from sap_core.judges import is_refusal  # noqa: E402
 
 RES = ROOT / "sap_core" / "resources"
 SEED = 0
@@ -54,6 +57,13 @@ def response_rows() -> list[tuple[str, str, int]]:
         rows += [(user, m["content"], 0) for m in msgs if m["role"] == "assistant"]
     for t in _jsonl(RES / "safety" / "refusal_templates.jsonl"):
         rows.append(("template:" + t["response"], t["response"], 0))
+    # The base model's own answers: benign ones are negatives; its compliant answers to harmful
+    # requests are positives (refusals among them are dropped: the keyword judge handles those).
+    answers = RES / "safety" / "model_answers.jsonl"
+    for r in _jsonl(answers) if answers.exists() else []:
+        if r["prompt_harmful"] and is_refusal(r["response"]):
+            continue
+        rows.append((r["prompt"], r["response"], int(r["prompt_harmful"])))
     return rows
 
 
@@ -97,6 +107,26 @@ def fit_head(
     return head, metrics
 
 
+def pyrit_in_training(objective: str) -> bool:
+    """Half of PyRIT's labelled objectives (by hash parity) may train; tests use the other half."""
+    return hashlib.sha256(objective.encode("utf-8")).digest()[0] % 2 == 0
+
+
+def pyrit_benign_rows(prompt_head: LogisticHead, embedder: MiniLMEmbedder) -> list[tuple[str, str, int]]:
+    """General-knowledge answers (PyRIT non-refusals to objectives the prompt head calls benign).
+
+    Without them the only benign answers are support tickets and code, and the response head
+    learns "a list-style general answer" = harmful (measured: ~70 % false positives).
+    """
+    rows = [
+        r
+        for r in _jsonl(RES / "safety" / "refusal_labelled.jsonl")
+        if not r["refused"] and pyrit_in_training(r["prompt"]) and not is_refusal(r["response"])
+    ]
+    scores = prompt_head.predict_proba(embedder.embed([r["prompt"] for r in rows]))
+    return [(r["prompt"], r["response"], 0) for r, s in zip(rows, scores, strict=True) if s < 0.2]
+
+
 def main() -> None:
     """Train both heads and write the JSON weights."""
     import torch
@@ -104,10 +134,11 @@ def main() -> None:
     torch.manual_seed(SEED)
     embedder = MiniLMEmbedder()
     heads, metrics = {}, {}
-    for name, rows in (("response", response_rows()), ("prompt", prompt_rows())):
-        head, m = fit_head(name, rows, embedder)
-        heads[name] = head.to_dict()
-        metrics[name] = m
+    prompt_head, metrics["prompt"] = fit_head("prompt", prompt_rows(), embedder)
+    heads["prompt"] = prompt_head.to_dict()
+    rows = response_rows() + pyrit_benign_rows(prompt_head, embedder)
+    response_head, metrics["response"] = fit_head("response", rows, embedder)
+    heads["response"] = response_head.to_dict()
     data_hash = hashlib.sha256()
     for path in sorted((RES / "safety").glob("*.jsonl")) + sorted((RES / "datasets").glob("*.jsonl")):
         data_hash.update(path.read_bytes())
