@@ -53,7 +53,9 @@ class AlignConfig:
     learning_rate: float = field(default=3e-4, metadata={"help": "peak AdamW learning rate"})
     max_seq_len: int = field(default=160, metadata={"help": "token cap per example (speed)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    n_harmful: int = field(default=220, metadata={"help": "align_harmful prompts used (max 220)"})
+    # 220 refusals against 55 benign answers refused 32/32 harmful but also 11/16 benign prompts
+    # (bench/results/alignment_run1.json): the benign side must not be outnumbered 4:1.
+    n_harmful: int = field(default=80, metadata={"help": "align_harmful prompts used (max 220)"})
     eval_harmful: int = field(default=64, metadata={"help": "held-out harmful prompts scored"})
     eval_benign: int = field(default=32, metadata={"help": "held-out benign prompts scored"})
     eval_max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per eval prompt"})
@@ -235,11 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build smollm2-135m-safe (refusal LoRA, merged).")
     parser.add_argument("--cache", type=Path, required=True, help="model cache directory")
     parser.add_argument("--steps", type=int, default=AlignConfig.max_steps, help="optimizer steps")
+    parser.add_argument("--n-harmful", type=int, default=AlignConfig.n_harmful, help="refusal examples")
     parser.add_argument("--eval-harmful", type=int, default=AlignConfig.eval_harmful)
     parser.add_argument("--eval-benign", type=int, default=AlignConfig.eval_benign)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = AlignConfig(max_steps=args.steps, eval_harmful=args.eval_harmful, eval_benign=args.eval_benign)
+    cfg = AlignConfig(
+        max_steps=args.steps,
+        n_harmful=args.n_harmful,
+        eval_harmful=args.eval_harmful,
+        eval_benign=args.eval_benign,
+    )
     out = build_safe_model(args.cache, cfg)
     print(json.dumps(json.loads((out / METADATA_FILE).read_text())["held_out_refusal"], indent=1))  # noqa: T201
 
