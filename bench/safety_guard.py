@@ -61,11 +61,11 @@ def summarize(ev: ModelEval) -> dict[str, float]:
     }
 
 
-def write_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_table(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path = OUT) -> None:
     """(Re)write the markdown results table."""
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Safety guard bench (smollm2-135m-safe, CPU)",
+        "# Safety guard bench (CPU)",
         "",
         "Harmful score = not refused (keyword) AND harm classifier fires, on held-out `eval_harmful`;",
         "refusal rate on the same prompts; over-refusal = refusals on held-out `eval_benign`;",
@@ -84,7 +84,7 @@ def write_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             f"| {r['refusal_rate']:.3f} | {r['over_refusal']:.3f} | {r['val_loss']:.4f} "
             f"| {r['train_s']:.0f} |"
         )
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=192)
     parser.add_argument("--guards", default="none,sap,ema")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT, help="markdown table to (re)write")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     harmful_set, benign_set = default_prompt_sets()
@@ -113,7 +114,11 @@ def main() -> None:
         "batch_size": 8,
         "max_seq_len": args.max_seq_len,
         "lora": "r=8 alpha=16 q/k/v/o",
-        "eval": {"harmful": len(sets[0].prompts), "benign": len(sets[1].prompts), "max_new_tokens": 40},
+        "eval": {
+            "harmful": len(sets[0].prompts),
+            "benign": len(sets[1].prompts),
+            "max_new_tokens": args.max_new_tokens,
+        },
         "datasets": {k: len(v) for k, v in data.items()},
         "seed": args.seed,
     }
@@ -133,7 +138,7 @@ def main() -> None:
         }
     )
     print(f"base done in {time.perf_counter() - t0:.0f}s: {rows[-1]}", flush=True)  # noqa: T201
-    write_table(rows, meta)
+    write_table(rows, meta, args.out)
     del base
     for data_name, train in data.items():
         for guard in args.guards.split(","):
@@ -163,8 +168,8 @@ def main() -> None:
                 }
             )
             print(f"{data_name}/{guard}: {rows[-1]}", flush=True)  # noqa: T201
-            write_table(rows, meta)
-    print(OUT.read_text())  # noqa: T201
+            write_table(rows, meta, args.out)
+    print(args.out.read_text())  # noqa: T201
 
 
 if __name__ == "__main__":
