@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -56,10 +57,10 @@ def _reset_caches() -> None:
     queue.reset_client()
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextmanager
+def fresh_database() -> Iterator[str]:
     """A fresh Postgres database `safetune_test_<random>` at Alembic head, exported as
-    SAFETUNE_DATABASE_URL for the whole run, dropped at the end."""
+    SAFETUNE_DATABASE_URL while in use (the previous value restored after), then dropped."""
     name = f"safetune_test_{uuid.uuid4().hex[:12]}"
     url = create_database(name)
     previous = os.environ.get("SAFETUNE_DATABASE_URL")
@@ -75,12 +76,19 @@ def database_url() -> Iterator[str]:
             os.environ["SAFETUNE_DATABASE_URL"] = previous
         reset_engine()
         drop_database(name)
-        get_settings.cache_clear()
+        _reset_caches()
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """redis://127.0.0.1:6379/<n>: a db index picked per run (shared INCR counter mod 16, skipping 0),
+def database_url() -> Iterator[str]:
+    """The run's database (see fresh_database)."""
+    with fresh_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_redis_db() -> Iterator[str]:
+    """redis://127.0.0.1:6379/<n>: a db index picked per use (shared INCR counter mod 15, skipping 0),
     flushed at start and end."""
     admin = redis.Redis.from_url(f"{REDIS_BASE}/0")
     index = 1 + int(admin.incr("safetune:test:db_counter")) % 15
@@ -93,6 +101,13 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The run's Redis db (see fresh_redis_db)."""
+    with fresh_redis_db() as url:
+        yield url
 
 
 @pytest.fixture()

@@ -156,7 +156,7 @@ def test_request_body_limit_is_enforced_while_streaming(
             "spec_invalid",
             "hyperparameters.max_seq_len",
         ),
-        ({"base_model": TINY_MODEL, "sap": {"probe_layers": [2]}}, "spec_invalid", "sap.probe_layers"),
+        ({"base_model": TINY_MODEL, "sap": {"probe_layers": [4]}}, "spec_invalid", "sap.probe_layers"),
         (
             {"base_model": TINY_MODEL, "evaluation": {"max_new_tokens": 0}},
             "spec_invalid",

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import fresh_database, fresh_redis_db
+
 REPO = Path(__file__).resolve().parents[2]
 FAULT_SUFFIX = "inject-fault"
 
@@ -79,7 +81,22 @@ class WorkerProcess:
                 self.process.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def database_url() -> Iterator[str]:
+    """Integration tests get a database of their own: workers (and their reapers) run every queued
+    job they find, so jobs that unit tests left queued must not be in it."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="package")
+def redis_url() -> Iterator[str]:
+    """...and a Redis db of their own, for the same reason."""
+    with fresh_redis_db() as url:
+        yield url
+
+
+@pytest.fixture(scope="package")
 def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

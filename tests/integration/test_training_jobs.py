@@ -114,12 +114,18 @@ def test_job_trains_evaluates_and_serves_a_loadable_adapter(client, auth_headers
 def test_cancel_running_and_queued_jobs(client, auth_headers, start_worker) -> None:
     start_worker()
     long_spec = tiny_spec(
-        guard="none", hyperparameters={"max_steps": 5000, "batch_size": 2, "max_seq_len": 128}
+        guard="none", hyperparameters={"max_steps": 5000, "batch_size": 2, "max_seq_len": 512}
     )
     running_id = submit(client, auth_headers, long_spec)
     queued_id = submit(client, auth_headers, long_spec)  # one worker, concurrency 1: this one waits
 
-    wait_for(lambda: job(client, auth_headers, running_id), lambda j: j["step"] >= 2, 180, "training steps")
+    progress = wait_for(
+        lambda: job(client, auth_headers, running_id),
+        lambda j: j["step"] >= 2 or j["status"] in TERMINAL,
+        180,
+        "training steps",
+    )
+    assert progress["status"] == "running", progress["error"]
     assert job(client, auth_headers, queued_id)["status"] == "queued"
 
     assert client.post(f"/jobs/{queued_id}/cancel", headers=auth_headers).status_code == 200
