@@ -71,7 +71,7 @@ class JobCollector(Collector):
             try:
                 client = redis.Redis.from_url(broker, socket_timeout=1.0, socket_connect_timeout=1.0)
                 try:
-                    return float(client.llen(TRAINING_QUEUE)), "redis"  # type: ignore[arg-type]
+                    return float(client.llen(TRAINING_QUEUE)), "redis"
                 finally:
                     client.close()
             except redis.RedisError:
