@@ -8,6 +8,7 @@ all of its memory, a crash in training cannot take the Celery worker down, and a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from safetune.queue import enqueue_training
 from safetune.repositories import job_runs
 from worker import shutdown
 from worker.archives import sha256_hex, unzip_to, zip_dir
+from worker.db_retry import with_db_retry
 from worker.progress import ProgressWriter
 
 log = logging.getLogger("safetune.worker")
@@ -161,7 +163,10 @@ def _supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
         if event is None:
             stream_open = False
         elif event:
-            _handle_event(job_id, event, outcome, progress)
+            with_db_retry(
+                functools.partial(_handle_event, job_id, event, outcome, progress),
+                what=f"event {event.get('event')}",
+            )
         if outcome.stop_reason is None:
             still_active, cancel = progress.tick()
             if cancel or not still_active:
@@ -249,6 +254,12 @@ def _zip_adapter(adapter_dir: Path) -> bytes:
 
 
 def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
+    # The result of a whole training run must survive a Postgres blip at the very end.
+    with_db_retry(lambda: _record_outcome_once(job_id, outcome), what=f"recording the outcome of {job_id}")
+
+
+def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
+    requeued = False
     with session_scope() as session:
         if outcome.stop_reason == "cancel":
             job_runs.mark_cancelled(session, job_id)

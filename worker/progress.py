@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from safetune.db import session_scope
 from safetune.models import JobStatus
 from safetune.repositories import job_runs
+from worker.db_retry import is_transient
+
+log = logging.getLogger("safetune.worker")
 
 # How often the supervisor may touch the job row for progress and cancel checks: often enough that a
 # cancel lands within a step on CPU, rare enough that 100 workers don't hammer Postgres.
@@ -81,9 +87,16 @@ class ProgressWriter:
         if now - self.last_poll < self.heartbeat_seconds:
             return True, False
         self.last_poll = now
-        with session_scope() as session:
-            active = job_runs.heartbeat(session, self.job_id, **self.pending)
-            cancel = job_runs.cancel_requested(session, self.job_id)
+        try:
+            with session_scope() as session:
+                active = job_runs.heartbeat(session, self.job_id, **self.pending)
+                cancel = job_runs.cancel_requested(session, self.job_id)
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            # Postgres is briefly away: keep training and the pending progress; the next tick retries.
+            log.warning("heartbeat skipped: database unavailable", extra={"job_id": self.job_id})
+            return True, False
         self.pending = {}
         return active, cancel
 
