@@ -97,6 +97,13 @@ class SapOptions(InputSchema):
     probe_step: float = Field(default=0.05, gt=0.0, le=1.0)
     radius: float | None = Field(default=None, gt=0.0, le=100.0)
     refresh_every: int = Field(default=8, ge=1, le=10_000)
+    probe_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="examples of each batch used for the probe; None = server default",
+    )
+    lagged_probe: bool = Field(default=False, description="reference-code ordering (one pass cheaper)")
 
     @field_validator("probe_layers")
     @classmethod

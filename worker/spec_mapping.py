@@ -19,6 +19,10 @@ def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
         sap_kwargs["probe_layers"] = tuple(sap["probe_layers"])
     if sap.get("radius") is not None:
         sap_kwargs["radius"] = sap["radius"]
+    if sap.get("probe_batch_size") is not None:
+        sap_kwargs["probe_batch_size"] = sap["probe_batch_size"]
+    if sap.get("lagged_probe"):
+        sap_kwargs["lagged_probe"] = True
     lora = LoraSpec(
         r=hp.get("lora_r", 8),
         alpha=hp.get("lora_alpha", 16),
