@@ -301,11 +301,15 @@ class CheckpointRead(Schema):
     val_loss: float | None
     sha256: str
     created_at: datetime
+    download_url: str | None = Field(default=None, description="PEFT adapter zip of this checkpoint")
 
 
 class CheckpointList(BaseModel):
     object: Literal["list"] = "list"
     data: list[CheckpointRead]
+    best_step: int | None = Field(
+        default=None, description="lowest validation loss; GET …/checkpoints/best/adapter"
+    )
 
 
 class HealthRead(BaseModel):

@@ -70,6 +70,37 @@ def download_adapter(
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses=error_responses(*OWNED_ERRORS))
 def list_checkpoints(session: SessionDep, job: OwnedJobDep) -> CheckpointList:
-    """The job's saved checkpoints, by step."""
+    """The job's saved checkpoints, by step, with the best step by validation loss."""
     rows = artifacts.list_checkpoints_for_tenant(session, job.tenant_id, job.id)
-    return CheckpointList(data=[CheckpointRead.model_validate(r) for r in rows])
+    data = [
+        CheckpointRead.model_validate(r).model_copy(
+            update={"download_url": f"/jobs/{job.id}/checkpoints/{r.step}/adapter"}
+        )
+        for r in rows
+    ]
+    return CheckpointList(data=data, best_step=artifacts.best_checkpoint_step(rows))
+
+
+@router.get(
+    "/{job_id}/checkpoints/{step}/adapter",
+    responses={
+        200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(*OWNED_ERRORS, ErrorCode.CHECKPOINT_NOT_FOUND),
+    },
+)
+def download_checkpoint_adapter(session: SessionDep, job: OwnedJobDep, step: str) -> Response:
+    """A checkpoint's adapter as a PEFT zip; `best` picks the lowest validation loss."""
+    if step != "best" and not step.isdigit():
+        raise SafetuneError(ErrorCode.REQUEST_INVALID, "step must be a step number or 'best'", param="step")
+    found = artifacts.get_checkpoint_for_tenant(
+        session, job.tenant_id, job.id, None if step == "best" else int(step)
+    )
+    if found is None:
+        raise SafetuneError(
+            ErrorCode.CHECKPOINT_NOT_FOUND, f"job {job.id} has no checkpoint {step!r}", param="step"
+        )
+    headers = {
+        "Content-Disposition": f'attachment; filename="{job.id}-step-{found.step}-adapter.zip"',
+        "ETag": f'"{found.sha256}"',
+    }
+    return Response(found.adapter_zip, media_type="application/zip", headers=headers)

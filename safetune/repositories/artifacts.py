@@ -52,6 +52,29 @@ def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -
     return list(session.scalars(stmt))
 
 
+def get_checkpoint_for_tenant(
+    session: Session, tenant_id: str, job_id: str, step: int | None
+) -> Checkpoint | None:
+    """One checkpoint with its adapter zip; ``step=None`` means the best by validation loss."""
+    stmt = (
+        select(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.job_id == job_id, Job.tenant_id == tenant_id)
+        .options(undefer(Checkpoint.adapter_zip))
+    )
+    if step is None:
+        stmt = stmt.where(Checkpoint.val_loss.is_not(None)).order_by(Checkpoint.val_loss, Checkpoint.step)
+    else:
+        stmt = stmt.where(Checkpoint.step == step)
+    return session.scalars(stmt.limit(1)).first()
+
+
+def best_checkpoint_step(checkpoints: list[Checkpoint]) -> int | None:
+    """The step with the lowest validation loss (earliest on ties), if any checkpoint has one."""
+    scored = [c for c in checkpoints if c.val_loss is not None]
+    return min(scored, key=lambda c: (c.val_loss, c.step)).step if scored else None
+
+
 def verdicts_for_tenant(session: Session, tenant_id: str, job_ids: list[str]) -> dict[str, str]:
     """job id → safety verdict for those of ``job_ids`` that have a report (one query for a page)."""
     if not job_ids:

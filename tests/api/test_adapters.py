@@ -59,3 +59,40 @@ def test_checkpoints_listed_by_step(client: TestClient, auth_headers: dict[str, 
     assert [c["step"] for c in body["data"]] == [10, 20]
     assert body["data"][0]["id"].startswith("ftckpt-")
     assert "adapter_zip" not in body["data"][0]
+
+
+def test_checkpoint_adapters_download_and_best_by_validation_loss(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    zips = {step: _adapter_zip() + bytes([step]) for step in (10, 20, 30)}
+    val_losses = {10: 2.0, 20: 1.5, 30: 1.7}  # step 20 is best: later steps overfit
+    with session_scope() as session:
+        for step, content in zips.items():
+            session.add(
+                Checkpoint(
+                    job_id=job_id,
+                    step=step,
+                    train_loss=1.0,
+                    val_loss=val_losses[step],
+                    adapter_zip=content,
+                    state_zip=b"s",
+                    sha256=hashlib.sha256(content).hexdigest(),
+                )
+            )
+    listing = client.get(f"/jobs/{job_id}/checkpoints", headers=auth_headers).json()
+    assert listing["best_step"] == 20
+    assert listing["data"][0]["download_url"] == f"/jobs/{job_id}/checkpoints/10/adapter"
+    step30 = client.get(f"/jobs/{job_id}/checkpoints/30/adapter", headers=auth_headers)
+    assert (step30.status_code, step30.content) == (200, zips[30])
+    best = client.get(f"/jobs/{job_id}/checkpoints/best/adapter", headers=auth_headers)
+    assert best.content == zips[20]
+    assert "step-20" in best.headers["content-disposition"]
+    assert_error(
+        client.get(f"/jobs/{job_id}/checkpoints/40/adapter", headers=auth_headers),
+        404,
+        "checkpoint_not_found",
+    )
+    assert_error(
+        client.get(f"/jobs/{job_id}/checkpoints/x1/adapter", headers=auth_headers), 422, "request_invalid"
+    )

@@ -1,0 +1,39 @@
+"""Copy the latest bench/results/*.md tables into README.md between the BENCH markers.
+
+Usage: .venv/bin/python bench/update_readme.py   (run after the benchmarks you re-ran)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+# Order in the README: the ML core first, then the service.
+ORDER = ["train_step.md", "safety_guard.md", "alignment.md", "api_latency.md", "load.md"]
+
+
+def render() -> str:
+    parts = []
+    for name in ORDER:
+        path = RESULTS / name
+        if path.exists():
+            text = path.read_text().strip()
+            # Demote headings so they nest under the README's "Benchmarks" section.
+            parts.append(re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{render()}\n{end}{after}")
+    print(f"README benchmarks updated from {RESULTS}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
