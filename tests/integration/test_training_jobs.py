@@ -109,6 +109,22 @@ def test_job_trains_evaluates_and_serves_a_loadable_adapter(client, auth_headers
     with tuned.disable_adapter(), torch.no_grad():
         base_logits = tuned(**ids).logits[0, -1]
     assert not torch.allclose(base_logits[:16], logits[:16], atol=1e-6), "adapter had no effect"
+    # ...and it generates, like any PEFT adapter a serving stack would load.
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny-random-llama"
+    assert (
+        config["r"] == 8
+        and config["lora_alpha"] == 16
+        and set(config["target_modules"]) >= {"q_proj", "v_proj"}
+    )
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    generated = tuned.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
 
 
 def test_cancel_running_and_queued_jobs(client, auth_headers, start_worker) -> None:
