@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from sap_core.atomic import write_dir_atomically
 from sap_core.modeling import peft_compat_warnings
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -29,12 +28,10 @@ def save_adapter(model: PeftModel, out_dir: str | Path, base_model_name: str | N
     Returns:
         The folder path.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     configs = model.peft_config
     previous = {k: c.base_model_name_or_path for k, c in configs.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         if base_model_name is not None:
             for c in configs.values():
                 c.base_model_name_or_path = base_model_name
@@ -46,16 +43,13 @@ def save_adapter(model: PeftModel, out_dir: str | Path, base_model_name: str | N
         missing = [f for f in ADAPTER_FILES if not (tmp / f).is_file()]
         if missing:
             raise RuntimeError(f"PEFT did not write {missing}")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    try:
+        write_dir_atomically(out_dir, write)
     finally:
         for k, name in previous.items():
             configs[k].base_model_name_or_path = name
-    return out_dir
+    return Path(out_dir)
 
 
 def load_adapter(base_model: PreTrainedModel, adapter_dir: str | Path, trainable: bool = False) -> PeftModel:
@@ -86,16 +80,7 @@ def merge_adapter(model: PeftModel, out_dir: str | Path) -> Path:
     Returns:
         The folder path.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     merged = copy.deepcopy(model).merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_dir_atomically(
+        out_dir, lambda tmp: merged.save_pretrained(str(tmp), safe_serialization=True)
+    )

@@ -22,8 +22,6 @@ import hashlib
 import importlib.metadata
 import json
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 import torch
 
+from sap_core.atomic import write_dir_atomically
 from sap_core.config import LoraSpec, TrainConfig
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
@@ -199,9 +198,8 @@ def build_safe_model(cache: Path, cfg: AlignConfig | None = None, *, log: Any = 
     merged = peft_model.merge_and_unload()
     rates = refusal_rates(merged, tokenizer, cfg)
     log(f"held-out refusal rates: harmful {rates.get('harmful')}, benign {rates.get('benign')}")
-    out = cache / SAFE_NAME
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SAFE_NAME}-", dir=cache))
-    try:
+
+    def write(tmp: Path) -> None:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         meta = {
@@ -218,18 +216,9 @@ def build_safe_model(cache: Path, cfg: AlignConfig | None = None, *, log: Any = 
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        # Rename over the old folder only once the new one is complete: readers never see half a model.
-        if out.exists():
-            old = cache / f".{SAFE_NAME}-old-{time.time_ns()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    # Readers never see half a model: the folder is swapped in only once complete.
+    return write_dir_atomically(cache / SAFE_NAME, write)
 
 
 def main(argv: list[str] | None = None) -> None:

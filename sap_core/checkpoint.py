@@ -7,8 +7,6 @@ handed to users, so torch.save is acceptable here (STYLE rule 21 covers user art
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from sap_core.adapters import save_adapter
+from sap_core.atomic import write_dir_atomically
 
 STATE_FILE = "trainer_state.pt"
 
@@ -48,23 +47,15 @@ def save_checkpoint(checkpoint_dir: str | Path, step: int, model: PeftModel, sta
     Returns:
         The step-N folder.
     """
-    parent = Path(checkpoint_dir)
-    parent.mkdir(parents=True, exist_ok=True)
-    final = parent / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", dir=parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_adapter(model, tmp / "adapter")
         for f in (tmp / "adapter").iterdir():
             os.replace(f, tmp / f.name)
         (tmp / "adapter").rmdir()
         torch.save({"step": step, **state}, tmp / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    return write_dir_atomically(Path(checkpoint_dir) / f"step-{step}", write)
 
 
 def load_checkpoint(path: str | Path, model: PeftModel) -> dict[str, Any]:

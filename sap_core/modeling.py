@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from sap_core.atomic import write_dir_atomically
 from sap_core.config import LoraSpec
 
 # Never reach for the hub: the service runs offline and a silent download would hide a missing cache.
@@ -108,7 +107,7 @@ def save_tiny_llama(out_dir: str | Path, seed: int = 0) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(Path(out_dir), write)
+    return write_dir_atomically(out_dir, write)
 
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
@@ -143,7 +142,7 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(Path(out_dir), write)
+    return write_dir_atomically(out_dir, write)
 
 
 def load_base_model(
@@ -203,21 +202,6 @@ def peft_compat_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
-
-
-def _atomic_dir(out_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Run write(tmp) into a sibling temp dir, then rename it over `out_dir`."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        write(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
 
 
 def autocast_for(model: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
