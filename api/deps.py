@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from safetune.config import Settings, get_settings
-from safetune.db import get_sessionmaker
+from safetune.db import session_scope
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job, Tenant
 from safetune.repositories import jobs as jobs_repo
@@ -27,16 +27,10 @@ def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 def get_session() -> Iterator[Session]:
     """One unit of work per request: commit once on success, roll back on any exception."""
-    session = get_sessionmaker()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
+        # Taken before the commit and run only after it; on an exception they are dropped.
         callbacks = session.info.pop(AFTER_COMMIT, [])
-        session.close()
     for callback in callbacks:
         callback()
 

@@ -123,6 +123,7 @@ def test_report_adapter_checkpoints_before_they_exist(
     assert client.get(f"/jobs/{job_id}/checkpoints", headers=auth_headers).json() == {
         "object": "list",
         "data": [],
+        "best_step": None,
     }
 
 
