@@ -20,9 +20,9 @@ from pydantic import BaseModel
 from api.deps import SessionDep, TenantDep, get_owned_job, get_tenant, job_not_found
 from api.errors import error_responses
 from api.report_html import CONTENT_SECURITY_POLICY, render_report_page
+from api.routes.reports import ready_report
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job
-from safetune.repositories import artifacts
 from safetune.repositories import jobs as jobs_repo
 from safetune.repositories import tenants as tenants_repo
 
@@ -101,14 +101,7 @@ def get_safety_report_page(
             session, request.app.state.rate_limiter, None, request.headers.get("authorization")
         )
         job = get_owned_job(session, tenant, job_id)
-    report = artifacts.get_report_for_tenant(session, job.tenant_id, job.id)
-    if report is None:
-        raise SafetuneError(
-            ErrorCode.REPORT_NOT_READY,
-            f"the safety report is not ready; the job is {job.status}",
-            param="job_id",
-            status=job.status,
-        )
+    report = ready_report(session, job)
     events, _ = jobs_repo.list_events(session, job.tenant_id, job.id, limit=10_000)
     train_losses = [
         (int(e.data["step"]), float(e.data["loss"]))

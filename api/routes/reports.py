@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from api.deps import OwnedJobDep, SessionDep
 from api.errors import error_responses
 from safetune.errors import ErrorCode, SafetuneError
+from safetune.models import Job, SafetyReport
 from safetune.repositories import artifacts
 from safetune.schemas import SafetyReportRead
 
@@ -22,6 +24,11 @@ router = APIRouter(prefix="/jobs", tags=["reports"])
 )
 def get_safety_report(session: SessionDep, job: OwnedJobDep) -> SafetyReportRead:
     """The safety report (base vs tuned harmfulness); 404 report_not_ready with the job status until then."""
+    return SafetyReportRead.model_validate(ready_report(session, job))
+
+
+def ready_report(session: Session, job: Job) -> SafetyReport:
+    """The job's stored report, or 404 report_not_ready naming the job's status (JSON and HTML routes)."""
     report = artifacts.get_report_for_tenant(session, job.tenant_id, job.id)
     if report is None:
         raise SafetuneError(
@@ -30,4 +37,4 @@ def get_safety_report(session: SessionDep, job: OwnedJobDep) -> SafetyReportRead
             param="job_id",
             status=job.status,
         )
-    return SafetyReportRead.model_validate(report)
+    return report
