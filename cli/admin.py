@@ -118,6 +118,7 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
     settings = get_settings()
     ini = alembic_ini()
     config = Config(str(ini))
+    config.attributes["configure_logger"] = False  # keep the process's own logging set-up
     config.set_main_option("script_location", str(ini.parent / "migrations"))
     config.attributes["url"] = settings.effective_database_url
     if settings.effective_database_url.startswith("sqlite"):

@@ -8,6 +8,7 @@ the adapter. The job runs through exactly the code a Celery worker runs (worker.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -38,7 +39,10 @@ def _start_api(port: int) -> None:
 
     from api.main import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app()
+    # The demo narrates the job from its events; the service's JSON logs would only repeat them.
+    logging.getLogger("safetune").setLevel(logging.WARNING)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, name="safetune-api", daemon=True).start()
     for _ in range(100):
         if server.started:
