@@ -12,6 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 # Order in the README: the ML core first, then the service.
 ORDER = ["train_step.md", "safety_guard.md", "alignment.md", "api_latency.md", "load.md"]
+# The command that produced each table (as last run).
+COMMANDS = {
+    "train_step.md": ".venv/bin/python bench/train_step.py --cache ~/.cache/safetune/models --steps 3",
+    "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 12 "
+    "--harmful 32 --benign 16 --max-new-tokens 32",
+    "api_latency.md": ".venv/bin/python bench/api_latency.py",
+    "load.md": ".venv/bin/python bench/load.py --clients 16 --seconds 20",
+}
 
 
 def render() -> str:
@@ -20,6 +28,8 @@ def render() -> str:
         path = RESULTS / name
         if path.exists():
             text = path.read_text().strip()
+            if name in COMMANDS:
+                text = f"`{COMMANDS[name]}`\n\n{text}"
             # Demote headings so they nest under the README's "Benchmarks" section.
             parts.append(re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M))
     return "\n\n".join(parts)
