@@ -11,12 +11,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 # Order in the README: the ML core first, then the service.
-ORDER = ["train_step.md", "safety_guard.md", "alignment.md", "api_latency.md", "load.md"]
+ORDER = [
+    "train_step.md",
+    "safety_guard.md",
+    "safety_guard_long.md",
+    "alignment.md",
+    "api_latency.md",
+    "load.md",
+]
 # The command that produced each table (as last run).
 COMMANDS = {
     "train_step.md": ".venv/bin/python bench/train_step.py --cache ~/.cache/safetune/models --steps 3",
     "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 12 "
     "--harmful 32 --benign 16 --max-new-tokens 32",
+    "safety_guard_long.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models "
+    "--steps 36 --lr 5e-4 --guards none,sap --harmful 32 --benign 16 --max-new-tokens 32 "
+    "--out bench/results/safety_guard_long.md",
     "api_latency.md": ".venv/bin/python bench/api_latency.py",
     "load.md": ".venv/bin/python bench/load.py --clients 16 --seconds 20",
 }
