@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -26,7 +26,6 @@ from typing import Any
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
-from safetune.models import JobStatus
 from safetune.queue import enqueue_training
 from safetune.repositories import job_runs
 from worker import shutdown
@@ -49,7 +48,6 @@ class ChildOutcome:
     stop_reason: str | None = None  # "cancel" | "shutdown"
     return_code: int | None = None
     stderr_tail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def worker_identity() -> str:
@@ -219,8 +217,6 @@ def _handle_event(
         outcome.done = event
     elif kind == "error":
         outcome.error = event
-    elif kind == "stopped":
-        outcome.extra["stopped_at"] = event.get("step")
 
 
 def _store_checkpoint(job_id: str, event: dict[str, Any]) -> None:
@@ -312,8 +308,3 @@ def _tail(path: Path, limit: int = 1500) -> str:
     except OSError:
         return ""
     return text[-limit:].strip()
-
-
-def job_status(job_id: str) -> JobStatus:
-    with session_scope() as session:
-        return job_runs.load_job(session, job_id).status_enum()

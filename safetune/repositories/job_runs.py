@@ -252,11 +252,6 @@ def touch_queued(session: Session, job_id: str, at: datetime) -> None:
     )
 
 
-def cached_base_eval(session: Session, key: str) -> dict[str, Any] | None:
-    row = session.get(BaseEvalCache, key)
-    return row.result if row else None
-
-
 def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:
     if session.get(BaseEvalCache, key) is None:
         session.add(BaseEvalCache(cache_key=key, base_model=base_model, result=result))
