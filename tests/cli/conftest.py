@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.live_api import live_api
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +18,6 @@ def live_server(database_url: str, redis_url: str, tmp_path_factory: pytest.Temp
 
     No worker consumes the queue, so submitted jobs stay `queued`: enough for submit/status/cancel.
     """
-    port = _free_port()
     env = {
         **os.environ,
         "SAFETUNE_DATABASE_URL": database_url,
@@ -38,39 +25,8 @@ def live_server(database_url: str, redis_url: str, tmp_path_factory: pytest.Temp
         "SAFETUNE_ENVIRONMENT": "test",
         "SAFETUNE_STATE_DIR": str(tmp_path_factory.mktemp("state")),
     }
-    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"API server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"API server did not answer /healthz in {STARTUP_SECONDS} s:\n{log_path.read_text()}"
-                )
-            time.sleep(0.1)
+    with live_api(env, tmp_path_factory.mktemp("server") / "uvicorn.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture()

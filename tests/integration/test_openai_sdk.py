@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai import OpenAI
 
 from tests.integration.conftest import REPO, wait_for
+from tests.live_api import live_api
 
 pytestmark = pytest.mark.integration
 
@@ -29,40 +24,12 @@ SAFETY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`uvicorn api.main:app` on a free port, against the per-run Postgres DB and Redis db."""
-    port = free_port()
-    log: Path = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
-        env={**worker_env, "SAFETUNE_RATE_LIMIT_PER_MINUTE": "100000"},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.2)
+    env = {**worker_env, "SAFETUNE_RATE_LIMIT_PER_MINUTE": "100000"}
+    with live_api(env, tmp_path_factory.mktemp("uvicorn") / "uvicorn.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,46 +15,20 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.conftest import REPO, wait_for
+from tests.integration.conftest import wait_for
 from tests.integration.test_training_jobs import TERMINAL, job, submit, tiny_spec
+from tests.live_api import live_api
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """uvicorn api.main:app in a subprocess on a free port, against the per-run database."""
-    port = free_port()
-    log = (tmp_path / "uvicorn.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
-        env=worker_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: {"up": _up(base)}, lambda d: d["up"], 60, "uvicorn to start")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/metrics", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with live_api(worker_env, tmp_path / "uvicorn.log") as url:
+        yield url
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
