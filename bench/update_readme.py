@@ -14,7 +14,7 @@ RESULTS = ROOT / "bench" / "results"
 ORDER = [
     "train_step.md",
     "safety_guard.md",
-    "safety_guard_long.md",
+    "safety_guard_sap_sweep.md",
     "alignment.md",
     "api_latency.md",
     "load.md",
@@ -22,11 +22,12 @@ ORDER = [
 # The command that produced each table (as last run).
 COMMANDS = {
     "train_step.md": ".venv/bin/python bench/train_step.py --cache ~/.cache/safetune/models --steps 3",
-    "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 12 "
-    "--harmful 32 --benign 16 --max-new-tokens 32",
-    "safety_guard_long.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models "
-    "--steps 36 --lr 5e-4 --guards none,sap --harmful 32 --benign 16 --max-new-tokens 32 "
-    "--out bench/results/safety_guard_long.md",
+    "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 36 "
+    "--lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --guards 'none,sap,sap:probe_step=0.25,ema'",
+    "safety_guard_sap_sweep.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models "
+    "--steps 36 --lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --datasets benign "
+    "--guards 'none,sap:refresh_every=1,sap:probe_layers=3/9,sap:probe_batch_size=8' "
+    "--out bench/results/safety_guard_sap_sweep.md",
     "api_latency.md": ".venv/bin/python bench/api_latency.py",
     "load.md": ".venv/bin/python bench/load.py --clients 16 --seconds 20",
 }
