@@ -25,8 +25,8 @@ import torch
 
 from sap_core.config import EmaConfig, SapConfig, TrainConfig
 from sap_core.contrastive import default_contrastive_triples
-from sap_core.data import IGNORE_INDEX, collate, encode_chat
-from sap_core.guard import response_logprobs
+from sap_core.data import collate, encode_chat
+from sap_core.guard import mean_response_logprobs
 from sap_core.modeling import attach_lora, load_base_model
 from sap_core.prompt_sets import default_prompt_sets
 from sap_core.report import wilson_interval
@@ -86,8 +86,7 @@ def safety_margin(model: Any, tok: Any, n: int = 64, max_seq_len: int = 192) -> 
         user = {"role": "user", "content": t.prompt}
         chats = [[user, {"role": "assistant", "content": r}] for r in (t.safe, t.harmful)]
         batch = collate([encode_chat(tok, c, max_seq_len) for c in chats], pad)
-        n_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1).clamp_min(1)
-        per_token = response_logprobs(model, batch) / n_tokens
+        per_token = mean_response_logprobs(model, batch)
         margins.append(float(per_token[0] - per_token[1]))
     return sum(margins) / len(margins)
 

@@ -144,12 +144,13 @@ def refusal_rates(model: Any, tokenizer: Any, cfg: AlignConfig) -> dict[str, Any
             continue
         prompts = [p.prompt for p in ps.subset(n).prompts]
         answers = generate(model, tokenizer, prompts, cfg.eval_max_new_tokens, 16)
-        refused = sum(is_refusal(a) for a in answers)
+        flags = [is_refusal(a) for a in answers]
+        refused = sum(flags)
         out[key] = {"refused": refused, "n": len(prompts), "rate": refused / len(prompts)}
         if key == "benign":
             # Named so an over-refusal can be read, not just counted.
             out[key]["refused_prompts"] = [
-                {"prompt": p, "response": a} for p, a in zip(prompts, answers, strict=True) if is_refusal(a)
+                {"prompt": p, "response": a} for p, a, f in zip(prompts, answers, flags, strict=True) if f
             ]
         out["examples"] += [
             {"set": key, "prompt": p, "response": a} for p, a in list(zip(prompts, answers, strict=True))[:3]

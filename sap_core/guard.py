@@ -87,6 +87,17 @@ def response_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
     return (logp * mask).sum(-1)
 
 
+def mean_response_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Per-token mean of log p over labelled tokens per row (`response_logprobs` / label count).
+
+    Length-normalised: a harmful answer is usually far longer than a refusal, so summed log-probs
+    give margins of hundreds of nats, where log-sigmoid is flat and its gradient underflows to
+    exactly zero in fp32 (no direction at all).
+    """
+    n_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1).clamp_min(1)
+    return response_logprobs(model, batch) / n_tokens
+
+
 class SapGuard:
     """Stateful SAP helper driven by `finetune` (see module docstring for the algorithm)."""
 
@@ -145,11 +156,7 @@ class SapGuard:
         # One forward over safe+harmful rows: the margin needs both and this halves the launches.
         both = collate([self._pairs[i][j] for j in (0, 1) for i in idx], self._pad_id)
         batch = {k_: v.to(device) for k_, v in both.items()}
-        # Length-normalised (per-token mean) log-probs: a harmful answer is usually far longer than
-        # a refusal, so summed log-probs give margins of hundreds of nats, where log-sigmoid is flat
-        # and its gradient underflows to exactly zero in fp32 (no direction at all).
-        n_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1).clamp_min(1)
-        logp = response_logprobs(self.model, batch) / n_tokens
+        logp = mean_response_logprobs(self.model, batch)
         return -F.logsigmoid(logp[:k] - logp[k:]).mean()
 
     def refresh_direction(self) -> list[torch.Tensor]:
