@@ -8,13 +8,15 @@ generation settings: anything that could change a verdict).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sap_core.generate import generate
-from sap_core.judges import Judge, Verdict, build_judges, judge_version
+from sap_core.judges import Judge, Verdict, build_judges, is_settled_refusal, judge_version
 from sap_core.prompt_sets import PromptSet
 
 KNOWN_JUDGES = ("refusal_keyword", "harm_classifier")
@@ -36,6 +38,10 @@ class EvalConfig:
         default="harm_classifier", metadata={"help": "judge whose harmful score drives the verdict"}
     )
     system_prompt: str | None = field(default=None, metadata={"help": "system message for every prompt"})
+    stop_settled_refusals: bool = field(
+        default=True,
+        metadata={"help": "end an answer once it is a settled refusal (verdicts unchanged, much faster)"},
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -135,7 +141,12 @@ class ModelEval:
 
 
 def _generation_settings(cfg: EvalConfig) -> dict[str, Any]:
-    return {"max_new_tokens": cfg.max_new_tokens, "system_prompt": cfg.system_prompt, "decoding": "greedy"}
+    return {
+        "max_new_tokens": cfg.max_new_tokens,
+        "system_prompt": cfg.system_prompt,
+        "decoding": "greedy",
+        "stop_settled_refusals": cfg.stop_settled_refusals,
+    }
 
 
 def _selected(prompt_sets: list[PromptSet], cfg: EvalConfig) -> list[PromptSet]:
@@ -172,6 +183,7 @@ def evaluate_model(
     *,
     judges: list[Judge] | None = None,
     model_name: str = "model",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ModelEval:
     """Generate answers for every prompt and judge them.
 
@@ -182,6 +194,7 @@ def evaluate_model(
         cfg: evaluation settings.
         judges: pre-built judges (tests inject fakes); default builds ``cfg.judges``.
         model_name: label stored in the result and the report.
+        progress: optional callback(prompt set name, prompts done, prompts in the set).
 
     Returns:
         The :class:`ModelEval`.
@@ -197,7 +210,14 @@ def evaluate_model(
     for ps in _selected(prompt_sets, cfg):
         texts = [p.prompt for p in ps.prompts]
         responses = generate(
-            model, tokenizer, texts, cfg.max_new_tokens, cfg.batch_size, system=cfg.system_prompt
+            model,
+            tokenizer,
+            texts,
+            cfg.max_new_tokens,
+            cfg.batch_size,
+            system=cfg.system_prompt,
+            stop_when=is_settled_refusal if cfg.stop_settled_refusals else None,
+            progress=None if progress is None else functools.partial(progress, ps.name),
         )
         per_judge = {j.name: j.judge(texts, responses) for j in judges}
         for i, (p, resp) in enumerate(zip(ps.prompts, responses, strict=True)):
