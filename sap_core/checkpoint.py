@@ -77,5 +77,6 @@ def load_checkpoint(path: str | Path, model: PeftModel) -> dict[str, Any]:
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise ValueError(f"checkpoint adapter has unexpected keys {unexpected}")
-    state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    # weights_only: the blob may come back from a database row; it must never be able to run code.
+    state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     return state
