@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from sap_core.adapters import save_adapter
 from sap_core.atomic import write_dir_atomically
 from sap_core.config import LoraSpec, TrainConfig
 from sap_core.generate import generate
@@ -165,13 +166,16 @@ def _dir_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_safe_model(cache: Path, cfg: AlignConfig | None = None, *, log: Any = print) -> Path:
+def build_safe_model(
+    cache: Path, cfg: AlignConfig | None = None, *, log: Any = print, adapter_out: Path | None = None
+) -> Path:
     """Train, merge, evaluate and save ``<cache>/smollm2-135m-safe`` (atomic rename).
 
     Args:
         cache: model cache directory (holds or receives the converted base).
         cfg: alignment settings.
         log: progress printer.
+        adapter_out: also write the unmerged refusal LoRA here (PEFT format), e.g. to ship it.
 
     Returns:
         The output folder.
@@ -202,6 +206,8 @@ def build_safe_model(cache: Path, cfg: AlignConfig | None = None, *, log: Any = 
     result = finetune(peft_model, tokenizer, data, train_cfg)
     train_s = time.perf_counter() - started
     log(f"trained {result.steps_done} steps, final loss {result.final_loss:.4f} ({train_s:.0f}s)")
+    if adapter_out is not None:
+        save_adapter(peft_model, adapter_out, base_model_name=BASE_NAME)
     merged = peft_model.merge_and_unload()
     rates = refusal_rates(merged, tokenizer, cfg)
     log(f"held-out refusal rates: harmful {rates.get('harmful')}, benign {rates.get('benign')}")
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-harmful", type=int, default=AlignConfig.n_harmful, help="refusal examples")
     parser.add_argument("--eval-harmful", type=int, default=AlignConfig.eval_harmful)
     parser.add_argument("--eval-benign", type=int, default=AlignConfig.eval_benign)
+    parser.add_argument("--adapter-out", type=Path, default=None, help="also save the unmerged LoRA here")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = AlignConfig(
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_harmful=args.eval_harmful,
         eval_benign=args.eval_benign,
     )
-    out = build_safe_model(args.cache, cfg)
+    out = build_safe_model(args.cache, cfg, adapter_out=args.adapter_out)
     print(json.dumps(json.loads((out / METADATA_FILE).read_text())["held_out_refusal"], indent=1))  # noqa: T201
 
 
