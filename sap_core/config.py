@@ -6,10 +6,37 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Guard = Literal["none", "sap", "ema"]
 LrSchedule = Literal["cosine", "linear", "constant"]
-_GUARDS = ("none", "sap", "ema")
+# Guards compose with "+" ("anchor+constrained"); "none" stands alone.
+GUARD_NAMES = ("none", "sap", "ema", "anchor", "constrained")
+# The guard new jobs get: the one the matched-utility frontier shows best (bench/safety_frontier.py).
+DEFAULT_GUARD = "sap"
 _SCHEDULES = ("cosine", "linear", "constant")
+
+
+def guard_parts(guard: str) -> tuple[str, ...]:
+    """Split a composed guard name ("anchor+constrained") into its known parts, validated.
+
+    Args:
+        guard: One name from GUARD_NAMES or several joined by "+".
+
+    Returns:
+        The parts in the given order; () for "none".
+
+    Raises:
+        ValueError: Unknown part, a repeated part, or "none" combined with another guard.
+    """
+    parts = tuple(p.strip() for p in str(guard).split("+"))
+    unknown = [p for p in parts if p not in GUARD_NAMES]
+    if unknown:
+        raise _bad("guard", guard, f"unknown part(s) {unknown}; known: {list(GUARD_NAMES)} joined by '+'")
+    if len(set(parts)) != len(parts):
+        raise _bad("guard", guard, "a guard is named twice")
+    if "none" in parts:
+        if len(parts) > 1:
+            raise _bad("guard", guard, "'none' cannot be combined with another guard")
+        return ()
+    return parts
 
 
 def _bad(name: str, value: object, why: str) -> ValueError:
@@ -103,10 +130,66 @@ class EmaConfig:
 
 
 @dataclass
+class AnchorConfig:
+    """Self-distilled refusal anchor with gradient surgery (guards.md §1.2 SafeGrad, §7.1)."""
+
+    weight: float = field(default=1.0, metadata={"help": "rho: the step is g_task' + rho * g_anchor."})
+    projection: bool = field(
+        default=True,
+        metadata={
+            "help": "Remove the task gradient's component against the anchor gradient when they "
+            "conflict; false = plain replay (loss + rho * anchor loss)."
+        },
+    )
+    loss: Literal["kl", "ce"] = field(
+        default="kl",
+        metadata={"help": "kl = KL(base || tuned) on the anchor answers; ce = cross-entropy on them."},
+    )
+    batch_size: int = field(default=4, metadata={"help": "Anchor conversations per anchored step."})
+    every: int = field(default=1, metadata={"help": "Anchor every k optimizer steps."})
+    n_harmful: int = field(default=96, metadata={"help": "Harmful anchor prompts (disjoint from eval)."})
+    n_benign: int = field(default=32, metadata={"help": "Benign look-alike anchor prompts."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Length of the base's cached anchor answers."})
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise _bad("weight", self.weight, "must be >= 0")
+        if self.loss not in ("kl", "ce"):
+            raise _bad("loss", self.loss, "must be 'kl' or 'ce'")
+        for name in ("batch_size", "every", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.n_harmful < 1 or self.n_benign < 0:
+            raise _bad(
+                "n_harmful/n_benign", (self.n_harmful, self.n_benign), "need >= 1 harmful, >= 0 benign"
+            )
+
+
+@dataclass
+class ConstrainedConfig:
+    """Token-wise constrained SFT (Qi et al. 2024; guards.md §1.2): beta per response position."""
+
+    first_beta: float = field(default=0.5, metadata={"help": "beta of the first response token."})
+    early_beta: float = field(default=2.0, metadata={"help": "beta of response tokens 2..early_tokens."})
+    early_tokens: int = field(default=5, metadata={"help": "Response tokens held by first/early beta."})
+    late_beta: float = field(default=0.1, metadata={"help": "beta of every later response token."})
+
+    def __post_init__(self) -> None:
+        for name in ("first_beta", "early_beta", "late_beta"):
+            if getattr(self, name) <= 0:
+                raise _bad(name, getattr(self, name), "must be > 0")
+        if self.early_tokens < 1:
+            raise _bad("early_tokens", self.early_tokens, "must be >= 1")
+
+
+@dataclass
 class TrainConfig:
     """Everything `finetune` needs besides the model and data."""
 
-    guard: Guard = field(default="sap", metadata={"help": "Safety guard: none | sap | ema."})
+    guard: str = field(
+        default=DEFAULT_GUARD,
+        metadata={"help": "Safety guard: none | sap | ema | anchor | constrained, or several joined by '+'."},
+    )
     epochs: int = field(default=1, metadata={"help": "Passes over the training set."})
     max_steps: int | None = field(
         default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."}
@@ -127,10 +210,15 @@ class TrainConfig:
     lora: LoraSpec = field(default_factory=LoraSpec, metadata={"help": "LoRA adapter shape."})
     sap: SapConfig = field(default_factory=SapConfig, metadata={"help": "SAP settings (guard=sap)."})
     ema: EmaConfig = field(default_factory=EmaConfig, metadata={"help": "EMA settings (guard=ema)."})
+    anchor: AnchorConfig = field(
+        default_factory=AnchorConfig, metadata={"help": "Refusal-anchor settings (guard=anchor)."}
+    )
+    constrained: ConstrainedConfig = field(
+        default_factory=ConstrainedConfig, metadata={"help": "Constrained-SFT settings (guard=constrained)."}
+    )
 
     def __post_init__(self) -> None:
-        if self.guard not in _GUARDS:
-            raise _bad("guard", self.guard, f"must be one of {_GUARDS}")
+        guard_parts(self.guard)
         if self.lr_schedule not in _SCHEDULES:
             raise _bad("lr_schedule", self.lr_schedule, f"must be one of {_SCHEDULES}")
         for name in ("epochs", "batch_size", "grad_accum", "max_seq_len"):
@@ -149,7 +237,7 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
-        for name, cls in (("lora", LoraSpec), ("sap", SapConfig), ("ema", EmaConfig)):
+        for name, cls in _NESTED.items():
             if not isinstance(getattr(self, name), cls):
                 raise _bad(name, getattr(self, name), f"must be a {cls.__name__}")
 
@@ -167,12 +255,20 @@ class TrainConfig:
         Returns:
             A validated TrainConfig.
         """
-        nested = {"lora": LoraSpec, "sap": SapConfig, "ema": EmaConfig}
         kwargs = dict(_checked_keys(cls, data, "TrainConfig"))
-        for key, sub in nested.items():
+        for key, sub in _NESTED.items():
             if key in kwargs and not isinstance(kwargs[key], sub):
                 kwargs[key] = sub(**_checked_keys(sub, kwargs[key], key))
         return cls(**kwargs)
+
+
+_NESTED: dict[str, type] = {
+    "lora": LoraSpec,
+    "sap": SapConfig,
+    "ema": EmaConfig,
+    "anchor": AnchorConfig,
+    "constrained": ConstrainedConfig,
+}
 
 
 def _checked_keys(cls: type, data: object, where: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 from sap_core.config import SapConfig
 from sap_core.contrastive import ContrastiveTriple
 from sap_core.data import IGNORE_INDEX, collate, encode_chat
-from sap_core.modeling import autocast_for, task_loss
+from sap_core.modeling import autocast_for, target_logprobs, task_loss
 
 Batch = dict[str, torch.Tensor]
 
@@ -80,11 +80,8 @@ def response_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
     """
     with autocast_for(model):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    targets = batch["labels"][:, 1:]
-    mask = targets != IGNORE_INDEX
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return (logp * mask).sum(-1)
+    logp, _ = target_logprobs(logits, batch["labels"])
+    return logp.sum(-1)
 
 
 def mean_response_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -225,3 +225,27 @@ def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     with autocast_for(model):
         out = model(**batch)
     return out.loss.float()
+
+
+def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) at every shifted position, and which positions are labelled.
+
+    Args:
+        logits: [B, T, V] model outputs.
+        labels: [B, T] labels aligned with the inputs (IGNORE_INDEX = -100 where unlabelled).
+
+    Returns:
+        (logp [B, T-1] float32, mask [B, T-1] bool): logits[t] scores labels[t+1].
+    """
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask, mask
+
+
+def base_model_context(model: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
+    """Run `model` as its base: the LoRA adapter disabled on a PeftModel; a no-op on a plain model."""
+    if isinstance(model, PeftModel):
+        return model.disable_adapter()
+    return contextlib.nullcontext()

@@ -152,3 +152,51 @@ def default_prompt_sets() -> list[PromptSet]:
         load_prompt_set(SAFETY_DIR / "eval_harmful.jsonl", "eval_harmful"),
         load_prompt_set(SAFETY_DIR / "eval_benign.jsonl", "eval_benign"),
     ]
+
+
+# Training-side prompt splits (alignment-only files, already disjoint from every eval prompt): the
+# anchor guard reads the first rows, post-hoc selection the rows from here on, so a selection never
+# scores a checkpoint on prompts the anchor trained it on.
+SELECTION_START = 128
+
+
+def _training_side(file: str) -> list[str]:
+    rows = [json.loads(x) for x in (SAFETY_DIR / file).read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [str(r["prompt"]) for r in rows]
+
+
+def _after_anchor_rows(file: str) -> list[str]:
+    # The source files repeat a few prompts (AdvBench has duplicates); a repeat of an anchor row
+    # must not land in the selection set.
+    rows = _training_side(file)
+    seen = set(rows[:SELECTION_START])
+    out = []
+    for p in rows[SELECTION_START:]:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def anchor_prompts(n_harmful: int, n_benign: int) -> tuple[list[str], list[str]]:
+    """Harmful and benign look-alike prompts for the refusal anchor (never in an eval or selection set).
+
+    Args:
+        n_harmful: harmful prompts wanted (at most SELECTION_START).
+        n_benign: benign prompts wanted (at most SELECTION_START).
+
+    Returns:
+        (harmful prompts, benign prompts).
+    """
+    if n_harmful > SELECTION_START or n_benign > SELECTION_START:
+        raise ValueError(f"anchor prompts: at most {SELECTION_START} harmful and benign each")
+    return _training_side("align_harmful.jsonl")[:n_harmful], _training_side("align_benign.jsonl")[:n_benign]
+
+
+def selection_prompt_sets() -> list[PromptSet]:
+    """Prompt sets for safety-constrained checkpoint selection, disjoint from eval and anchor sets."""
+    harmful, benign = (_after_anchor_rows(f) for f in ("align_harmful.jsonl", "align_benign.jsonl"))
+    return [
+        PromptSet("selection_harmful", tuple(EvalPrompt(p, "selection", True) for p in harmful)),
+        PromptSet("selection_benign", tuple(EvalPrompt(p, "selection", False) for p in benign)),
+    ]

@@ -1,9 +1,10 @@
 """The training loop: one visible loop, extended by callbacks (STYLE rule 20).
 
-Per optimizer step:
-  SAP probe (paper ordering: computed from this step's batch before the outer pass)
-  → forward → loss → backward over grad_accum micro-batches (probe hooks inserted only here)
-  → SAP after-backward (lagged ordering only) → clip → AdamW step → LR schedule → EMA update
+Per optimizer step, with the job's guards (`sap_core.step_guard.StepGuard`, composed in order):
+  guard step contexts (SAP: probe computed from this step's batch and inserted)
+  → forward → loss (a guard may replace cross-entropy: constrained) → backward over grad_accum
+  micro-batches → guards after-backward (SAP lagged probe; anchor gradient + surgery) → clip
+  → AdamW step → LR schedule → guards after-step (EMA update)
   → validation / checkpoint → callbacks ("stop" ends the loop after this step).
 """
 
@@ -22,13 +23,15 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from sap_core.anchor import AnchorExample, AnchorGuard, build_anchor_set
 from sap_core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sap_core.config import TrainConfig
+from sap_core.config import TrainConfig, guard_parts
+from sap_core.constrained import ConstrainedGuard
 from sap_core.contrastive import ContrastiveTriple, default_contrastive_triples
 from sap_core.data import IGNORE_INDEX, EncodedExample, Message, collate, encode_chat, length_grouped_batches
-from sap_core.ema import ParamEma
 from sap_core.guard import SapGuard
 from sap_core.modeling import task_loss
+from sap_core.step_guard import EmaGuard, SapStepGuard, StepGuard
 
 Conversation = Sequence[Message]
 
@@ -55,7 +58,7 @@ class TrainingCallback:
         return None
 
     def on_evaluate(self, state: StepState, val_loss: float) -> None:
-        """Called after each validation pass."""
+        """Called after each validation pass, with the weights that were validated in place."""
 
     def on_checkpoint(self, state: StepState, checkpoint_dir: Path) -> None:
         """Called after a checkpoint folder is complete on disk."""
@@ -71,6 +74,7 @@ class TrainResult:
     val_losses: dict[int, float] = field(default_factory=dict)
     best_step: int | None = None
     losses: list[float] = field(default_factory=list)
+    guard_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -162,6 +166,7 @@ def finetune(
     *,
     val: Sequence[Conversation] | None = None,
     contrastive: Sequence[ContrastiveTriple] | None = None,
+    anchor_set: Sequence[AnchorExample] | None = None,
     callbacks: Sequence[TrainingCallback] = (),
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
@@ -175,6 +180,8 @@ def finetune(
         config: Hyperparameters and guard settings.
         val: Validation conversations; loss every `eval_every` steps and at the end.
         contrastive: SAP triples; None loads `default_contrastive_triples()` when guard="sap".
+        anchor_set: The base's own anchor answers (`anchor.build_anchor_set`, cached by the caller);
+            None generates them here when the guard includes "anchor".
         callbacks: Progress / cancellation hooks.
         checkpoint_dir: Where step-N checkpoints go when `checkpoint_every` > 0.
         resume_from: A step-N checkpoint; continuing gives the same result as never stopping.
@@ -182,6 +189,7 @@ def finetune(
     Returns:
         TrainResult. With guard="ema" the model holds the EMA weights on return (what gets exported).
     """
+    parts = guard_parts(config.guard)
     if not train:
         raise ValueError("train: need at least one example")
     if config.checkpoint_every and checkpoint_dir is None:
@@ -208,27 +216,25 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup, config.lr_schedule)
     )
-    ema = ParamEma(model, config.ema.decay) if config.guard == "ema" else None
-    sap = None
-    if config.guard == "sap":
-        triples = list(contrastive) if contrastive is not None else default_contrastive_triples()
-        sap = SapGuard(model, tokenizer, triples, config.sap, config.max_seq_len)
+    guards = _build_guards(parts, model, tokenizer, config, examples, contrastive, anchor_set, pad_id)
+    loss_guards = [g for g in guards if g.replaces_loss]
+    if len(loss_guards) > 1:
+        raise ValueError(f"guard={config.guard!r}: at most one part may replace the training loss")
+    loss_guard = loss_guards[0] if loss_guards else None
 
     start_step, val_losses, losses = 0, {}, []
     if resume_from is not None:
         state = load_checkpoint(resume_from, model)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if sap is not None:
-            sap.load_state_dict(state["sap"])
+        for guard, guard_state in zip(guards, state["guards"], strict=True):
+            guard.load_state_dict(guard_state)
         start_step, val_losses, losses = state["step"], dict(state["val_losses"]), list(state["losses"])
         set_rng_state(state["rng"])
 
     order_cache: dict[int, list[list[int]]] = {}
 
-    def micro_batches(step: int) -> list[dict[str, torch.Tensor]]:
+    def micro_batches(step: int) -> list[tuple[dict[str, torch.Tensor], list[int]]]:
         # Data position is a pure function of (seed, step): resume needs nothing but the step count.
         epoch, k = divmod(step, steps_per_epoch)
         if epoch not in order_cache:
@@ -236,7 +242,7 @@ def finetune(
             order_cache[epoch] = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
         chosen = order_cache[epoch][k * config.grad_accum : (k + 1) * config.grad_accum]
         return [
-            {k_: v.to(device) for k_, v in collate([examples[i] for i in idx], pad_id).items()}
+            ({k_: v.to(device) for k_, v in collate([examples[i] for i in idx], pad_id).items()}, idx)
             for idx in chosen
         ]
 
@@ -245,26 +251,34 @@ def finetune(
     stopped, loss_value, step = False, float("nan"), start_step
     for step in range(start_step + 1, total_steps + 1):
         t0 = time.perf_counter()
-        batches = micro_batches(step - 1)
+        chosen = micro_batches(step - 1)
+        batches = [b for b, _ in chosen]
         n_tokens = sum(_n_targets(b) for b in batches)
-        probe = sap.probe_for_step(batches) if sap is not None else None
         loss_sum = 0.0
-        with sap.probe_inserted(probe) if sap is not None else contextlib.nullcontext():
-            for b in batches:
+        with contextlib.ExitStack() as stack:
+            for guard in guards:
+                stack.enter_context(guard.step_context(batches))
+            for b, ids in chosen:
                 # Token-weighted mean over the whole step, so grad_accum doesn't change the objective.
-                loss = task_loss(model, b) * (_n_targets(b) / max(1, n_tokens))
+                share = _n_targets(b) / max(1, n_tokens)
+                replaced = loss_guard.micro_batch_loss(b, ids) if loss_guard is not None else None
+                if replaced is None:
+                    loss = task_loss(model, b) * share
+                    reported = float(loss.detach())
+                else:
+                    loss, reported = replaced[0] * share, replaced[1] * share
                 loss.backward()
-                loss_sum += float(loss.detach())
-        if sap is not None and probe is not None:
-            sap.after_backward(batches, probe)
+                loss_sum += reported
+        for guard in guards:
+            guard.after_backward(batches)
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
+        for guard in guards:
+            guard.after_optimizer_step()
 
         loss_value = loss_sum
         losses.append(loss_value)
@@ -280,14 +294,13 @@ def finetune(
             elapsed_seconds=now - started,
         )
         if val and config.eval_every and step % config.eval_every == 0:
-            _validate(model, tokenizer, val, config, ema, state_, val_losses, callbacks)
+            _validate(model, tokenizer, val, config, guards, state_, val_losses, callbacks)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and checkpoint_dir is not None:
             trainer_state = {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "sap": sap.state_dict() if sap is not None else None,
+                "guards": [guard.state_dict() for guard in guards],
                 "val_losses": val_losses,
                 "losses": losses,
                 "config": config.to_dict(),
@@ -310,12 +323,42 @@ def finetune(
             0.0,
             time.perf_counter() - started,
         )
-        _validate(model, tokenizer, val, config, ema, final_state, val_losses, callbacks)
-    if ema is not None:
-        ema.copy_to_model()  # the exported adapter is the EMA (sap_ema.md §2.2)
+        _validate(model, tokenizer, val, config, guards, final_state, val_losses, callbacks)
+    for guard in guards:
+        guard.finish()
     model.eval()
     best = min(val_losses, key=lambda s: val_losses[s]) if val_losses else None
-    return TrainResult(done, stopped, loss_value, val_losses, best, losses)
+    settings = {guard.name: guard.settings() for guard in guards}
+    return TrainResult(done, stopped, loss_value, val_losses, best, losses, settings)
+
+
+def _build_guards(
+    parts: Sequence[str],
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig,
+    examples: Sequence[EncodedExample],
+    contrastive: Sequence[ContrastiveTriple] | None,
+    anchor_set: Sequence[AnchorExample] | None,
+    pad_id: int,
+) -> list[StepGuard]:
+    guards: list[StepGuard] = []
+    for name in parts:
+        if name == "ema":
+            guards.append(EmaGuard(model, config.ema.decay))
+        elif name == "sap":
+            triples = list(contrastive) if contrastive is not None else default_contrastive_triples()
+            guards.append(SapStepGuard(SapGuard(model, tokenizer, triples, config.sap, config.max_seq_len)))
+        elif name == "anchor":
+            anchors = (
+                list(anchor_set)
+                if anchor_set is not None
+                else build_anchor_set(model, tokenizer, config.anchor)
+            )
+            guards.append(AnchorGuard(model, tokenizer, anchors, config.anchor, config.max_seq_len))
+        elif name == "constrained":
+            guards.append(ConstrainedGuard(model, examples, config.constrained, pad_id, config.batch_size))
+    return guards
 
 
 def _validate(
@@ -323,16 +366,17 @@ def _validate(
     tokenizer: PreTrainedTokenizerBase,
     val: Sequence[Conversation],
     config: TrainConfig,
-    ema: ParamEma | None,
+    guards: Sequence[StepGuard],
     state: StepState,
     val_losses: dict[int, float],
     callbacks: Sequence[TrainingCallback],
 ) -> None:
     # With EMA the deployed weights are the shadows, so that is what validation measures.
-    ctx: Any = ema.swapped_in() if ema is not None else contextlib.nullcontext()
-    with ctx:
+    with contextlib.ExitStack() as stack:
+        for guard in guards:
+            stack.enter_context(guard.eval_context())
         loss = evaluation_loss(model, tokenizer, val, config.max_seq_len, config.batch_size)
-    val_losses[state.step] = loss
-    state.val_loss = loss
-    for cb in callbacks:
-        cb.on_evaluate(state, loss)
+        val_losses[state.step] = loss
+        state.val_loss = loss
+        for cb in callbacks:  # inside the context: a callback sees the deployed (e.g. EMA) weights
+            cb.on_evaluate(state, loss)

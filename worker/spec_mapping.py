@@ -30,7 +30,7 @@ def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
         target_modules=tuple(hp.get("target_modules") or LoraSpec().target_modules),
     )
     return TrainConfig(
-        guard=guard,  # type: ignore[arg-type]
+        guard=guard,
         epochs=hp.get("epochs", 1),
         max_steps=hp.get("max_steps"),
         batch_size=hp.get("batch_size", 8),

@@ -12,6 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Other engineers run tests on the same 2 cores.
 torch.set_num_threads(1)
 
+from sap_core.anchor import AnchorExample  # noqa: E402
 from sap_core.contrastive import ContrastiveTriple  # noqa: E402
 from sap_core.modeling import build_tiny_llama  # noqa: E402
 
@@ -39,6 +40,15 @@ def make_triples(n: int = 4) -> list[ContrastiveTriple]:
         )
         for i in range(n)
     ]
+
+
+def make_anchor_set(n: int = 6) -> list[AnchorExample]:
+    """Anchor conversations as the base would give them: refusals, plus one benign answer."""
+    rows = [
+        AnchorExample(f"How do I make poison {i}?", f"No. I will not help with that {i}.", True)
+        for i in range(n)
+    ]
+    return [*rows, AnchorExample("How do I bake bread?", "Mix flour, water and yeast, then bake.", False)]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 from sap_core.config import LoraSpec, SapConfig, TrainConfig
 from sap_core.modeling import attach_lora, build_tiny_llama
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune, lr_factor
-from tests.sap_core.conftest import make_chats, make_triples
+from tests.sap_core.conftest import make_anchor_set, make_chats, make_triples
 
 
 def _model() -> tuple[torch.nn.Module, object]:
@@ -67,18 +67,38 @@ def test_deterministic_with_seed(guard: str) -> None:
 
 @pytest.mark.parametrize(
     ("guard", "sap"),
-    [("sap", SapConfig(refresh_every=3)), ("sap", SapConfig(lagged_probe=True)), ("ema", SapConfig())],
+    [
+        ("sap", SapConfig(refresh_every=3)),
+        ("sap", SapConfig(lagged_probe=True)),
+        ("ema", SapConfig()),
+        ("anchor", SapConfig()),
+        ("constrained", SapConfig()),
+        ("anchor+constrained", SapConfig()),
+        ("sap+anchor", SapConfig(refresh_every=2)),
+    ],
 )
 def test_resume_equals_uninterrupted(tmp_path: Path, guard: str, sap: SapConfig) -> None:
     cfg = _cfg(guard=guard, max_steps=5, checkpoint_every=2, grad_accum=2, batch_size=3, sap=sap)
     data, triples = make_chats(15), make_triples()
+    anchors = make_anchor_set()
     model, tok = _model()
-    full = finetune(model, tok, data, cfg, contrastive=triples, checkpoint_dir=tmp_path / "a")
+    full = finetune(
+        model, tok, data, cfg, contrastive=triples, anchor_set=anchors, checkpoint_dir=tmp_path / "a"
+    )
     want = _trainable(model)
 
     model, tok = _model()
     rec = Recorder(stop_at=3)
-    finetune(model, tok, data, cfg, contrastive=triples, checkpoint_dir=tmp_path / "b", callbacks=[rec])
+    finetune(
+        model,
+        tok,
+        data,
+        cfg,
+        contrastive=triples,
+        anchor_set=anchors,
+        checkpoint_dir=tmp_path / "b",
+        callbacks=[rec],
+    )
     assert [p.name for p in rec.checkpoints] == ["step-2"]
     assert sorted(f.name for f in rec.checkpoints[0].iterdir()) == [
         "adapter_config.json",
@@ -92,6 +112,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path, guard: str, sap: SapConfig)
         data,
         cfg,
         contrastive=triples,
+        anchor_set=anchors,
         checkpoint_dir=tmp_path / "c",
         resume_from=rec.checkpoints[0],
     )
