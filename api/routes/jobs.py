@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api import job_service
 from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
 from api.errors import BAD_REQUEST, error_responses
-from api.routes.events_stream import SSE_RESPONSES, LastEventId, event_stream, parse_last_event_id
+from api.routes.events_stream import SSE_RESPONSES, AfterEventId, LastEventId, event_stream
 from api.uploads import JobSubmission, read_job_submission
 from safetune.errors import ErrorCode
 from safetune.repositories import jobs as jobs_repo
@@ -124,18 +124,14 @@ def get_job(job: OwnedJobDep) -> JobRead:
 def list_job_events(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=2**31 - 1, description="id of the last event already seen")
-    ] = None,
+    after: AfterEventId = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     stream: Annotated[bool, Query(description="answer text/event-stream until the job finishes")] = False,
     last_event_id: LastEventId = None,
 ) -> JobEventList | StreamingResponse:
     """The job's event log, oldest first, after event id `after` (`stream=true`: server-sent events)."""
     if stream:
-        return event_stream(
-            job.tenant_id, job.id, after if after is not None else parse_last_event_id(last_event_id)
-        )
+        return event_stream(job.tenant_id, job.id, after if after is not None else last_event_id)
     events, has_more = jobs_repo.list_events(session, job.tenant_id, job.id, after=after, limit=limit)
     return JobEventList(data=[JobEventRead.model_validate(e) for e in events], has_more=has_more)
 
