@@ -88,6 +88,19 @@ def clean_id(value: str) -> str | None:
     return None if "\x00" in value or len(value) > 64 else value
 
 
+INT4_MAX = 2**31 - 1
+
+
+def clean_int(value: str) -> int | None:
+    """A decimal row number (step, event id) as given, or None when it cannot name any row.
+
+    ASCII digits only: str.isdigit() also accepts "²" (int() raises) and "٣" (int() reads 3). Above
+    INT4_MAX a Postgres integer parameter overflows, so no row can have that number either.
+    """
+    number = int(value) if value.isascii() and value.isdigit() else None
+    return number if number is not None and number <= INT4_MAX else None
+
+
 def get_owned_job(session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]) -> Job:
     cleaned = clean_id(job_id)
     job = jobs_repo.get_job_for_tenant(session, tenant.id, cleaned) if cleaned else None

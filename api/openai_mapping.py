@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from api.deps import clean_int
 from safetune.models import Checkpoint, Job, JobEvent, StoredFile, utcnow
 from safetune.openai_schemas import (
     DEFAULT_LEARNING_RATE,
@@ -104,8 +105,7 @@ def event_id(event: JobEvent) -> str:
 
 def parse_event_id(value: str) -> int | None:
     """ "ftevent-17" (or "17") → 17; None for anything else."""
-    raw = value.removeprefix(EVENT_PREFIX)
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+    return clean_int(value.removeprefix(EVENT_PREFIX))
 
 
 def event_object(event: JobEvent) -> FineTuningJobEvent:

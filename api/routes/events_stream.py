@@ -23,7 +23,7 @@ import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnedJobDep
+from api.deps import INT4_MAX, OwnedJobDep
 from api.errors import error_responses
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
@@ -51,13 +51,12 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Event ids are Postgres integers. Validating the header (not parsing it later) answers a 422 before
 # the stream starts: "²" passes str.isdigit() but not int(), and an id past 2**31 - 1 used to fail
 # the first poll mid-stream, so a browser's EventSource reconnected forever.
-EVENT_ID_MAX = 2**31 - 1
 LastEventId = Annotated[
     int | None,
-    Header(alias="Last-Event-ID", ge=0, le=EVENT_ID_MAX, description="id of the last event seen"),
+    Header(alias="Last-Event-ID", ge=0, le=INT4_MAX, description="id of the last event seen"),
 ]
 AfterEventId = Annotated[
-    int | None, Query(ge=0, le=EVENT_ID_MAX, description="id of the last event already seen")
+    int | None, Query(ge=0, le=INT4_MAX, description="id of the last event already seen")
 ]
 
 

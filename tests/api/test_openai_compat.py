@@ -208,6 +208,12 @@ def test_cancel_queued_then_events_newest_first(client: TestClient, auth_headers
         f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth_headers, params={"limit": 1}
     ).json()
     assert paged["has_more"] is True
+    # "²" passes str.isdigit() but not int(): a cursor that names no event, not a crash.
+    for cursor in ("ftevent-\u00b2", "ftevent-" + "9" * 20, "ftevent-x"):
+        bad = client.get(
+            f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth_headers, params={"after": cursor}
+        )
+        assert openai_error(bad, 422, "request_invalid")["param"] == "after"
 
 
 def test_status_mapping_and_fine_tuned_model(client: TestClient, auth_headers: dict[str, str]) -> None:
