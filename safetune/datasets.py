@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
@@ -196,6 +197,20 @@ def _detect(obj: dict[str, Any], purpose: Purpose, line: int) -> str:
     )
 
 
+# json.loads reads an unpaired "\ud800" escape into a str that UTF-8 cannot encode (RFC 8259 §8.2:
+# such strings are "unpredictable"); caught here, it never reaches the stored JSONL, Postgres or an
+# error message. Only lines with such an escape (valid emoji pairs included) pay for the check.
+LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decode_line(raw: bytes, line: int, limits: DatasetLimits) -> Any:
     if len(raw) > limits.max_line_bytes:
         raise _fail(f"the line is {len(raw)} bytes; the limit is {limits.max_line_bytes}", line)
@@ -218,6 +233,14 @@ def _decode_line(raw: bytes, line: int, limits: DatasetLimits) -> Any:
         raise _fail(f"malformed JSON: {exc.msg} at column {exc.colno}", line) from None
     if _depth(obj, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
         raise _fail(f"JSON nesting deeper than {MAX_JSON_DEPTH} levels", line)
+    if LONE_SURROGATE_HINT.search(text) and not _encodable(obj):
+        raise SafetuneError(
+            ErrorCode.DATASET_ENCODING,
+            f"line {line}: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not valid Unicode",
+            param="dataset",
+            line=line,
+        )
     if not isinstance(obj, dict):
         raise _fail(f"each line must be a JSON object, got {type(obj).__name__}", line)
     return obj

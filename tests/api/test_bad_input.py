@@ -39,8 +39,15 @@ GOOD_LINE = json.dumps(
             "messages[0].content",
             2,
         ),
+        (
+            GOOD_LINE + b"\n" + GOOD_LINE.replace(b'"q"', b'"q\\ud800"') + b"\n",
+            422,
+            "dataset_encoding",
+            "dataset",
+            2,
+        ),
     ],
-    ids=["malformed-json", "wrong-role", "empty", "non-utf8", "nul"],
+    ids=["malformed-json", "wrong-role", "empty", "non-utf8", "nul", "lone-surrogate"],
 )
 def test_bad_dataset(
     client: TestClient,
@@ -229,3 +236,27 @@ def test_unknown_route_and_method_use_the_envelope(client: TestClient, auth_head
     assert_error(
         client.get("/jobs", headers=auth_headers, params={"after": "ftjob-unknown"}), 422, "request_invalid"
     )
+
+
+def test_lone_surrogate_escapes_in_any_upload_name_the_line(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    # json.loads reads "\ud800" (an unpaired UTF-16 surrogate escape) into a str that UTF-8 cannot
+    # encode: storing it, or an error message naming it, used to fail as a 500.
+    training = GOOD_LINE + b"\n" + GOOD_LINE.replace(b'"a"', b'"a\\udfff"') + b"\n"
+    in_a_key = GOOD_LINE + b"\n" + GOOD_LINE[:-1] + b', "\\ud800": 1}\n'
+    evaluation = b'{"prompt": "p", "harmful": true}\n{"prompt": "\\ud800", "harmful": true}\n'
+    uploads = [
+        ("/files", "training", training),
+        ("/files", "training", in_a_key),
+        ("/files", "evaluation", evaluation),
+        ("/v1/files", "fine-tune", training),
+    ]
+    for path, purpose, dataset in uploads:
+        response = client.post(
+            path, headers=auth_headers, files={"file": ("d.jsonl", dataset)}, data={"purpose": purpose}
+        )
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "dataset_encoding" and "line 2" in error["message"], error
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}

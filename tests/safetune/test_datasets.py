@@ -130,6 +130,16 @@ def test_nul_character_is_rejected_with_its_field() -> None:
     assert (err.line, err.param) == (2, "messages[0].content")
 
 
+def test_lone_surrogate_escape_is_an_encoding_error_on_its_line() -> None:
+    # json.dumps writes "\ud800" for a lone surrogate and "\ud83d\ude00" for an emoji: only the pair is text.
+    err = fails(jsonl(chat(), chat("a\ud800b")))
+    assert (err.code, err.line, err.param) == (ErrorCode.DATASET_ENCODING, 2, "dataset")
+    assert "surrogate" in err.message
+    assert fails(jsonl({"prompt": "p", "harmful": True, "category": "\udfff"}), "evaluation").line == 1
+    parsed = parse_dataset(jsonl(chat("smile \U0001f600")), "training", LIMITS)
+    assert parsed.examples[0][0]["content"] == "smile \U0001f600"
+
+
 @pytest.mark.parametrize("data", [b"", b"\n\n  \n"])
 def test_empty_file(data: bytes) -> None:
     err = fails(data)
