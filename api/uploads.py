@@ -40,6 +40,14 @@ def parse_upload(
     return parse_dataset(data, purpose, limits)
 
 
+def upload_filename(upload: UploadFile | StarletteUploadFile, param: str) -> str:
+    """The client's filename, as stored on the file row (Postgres text cannot hold NUL: refused)."""
+    filename = upload.filename or "dataset.jsonl"
+    if "\x00" in filename:
+        raise SafetuneError(ErrorCode.REQUEST_INVALID, "the filename contains a NUL character", param=param)
+    return filename
+
+
 def request_hash(*parts: Any) -> str:
     """Fingerprint of a request for idempotency: canonical JSON of its meaningful parts."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -260,3 +260,40 @@ def test_lone_surrogate_escapes_in_any_upload_name_the_line(
         error = response.json()["error"]
         assert error["code"] == "dataset_encoding" and "line 2" in error["message"], error
     assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def raw_multipart(field: str, filename: bytes, dataset: bytes, **fields: str) -> tuple[bytes, str]:
+    """A multipart body written by hand: httpx would percent-escape control bytes in a filename."""
+    boundary = "rawboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="'.encode()
+        + filename
+        + b'"\r\n\r\n'
+        + dataset
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def test_nul_byte_in_a_multipart_filename(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    # Postgres text cannot hold NUL: the filename used to fail at INSERT as a 500.
+    spec = json.dumps({"base_model": TINY_MODEL})
+    uploads = [
+        ("/files", "file", {"purpose": "training"}),
+        ("/v1/files", "file", {"purpose": "fine-tune"}),
+        ("/jobs", "dataset", {"spec": spec}),
+    ]
+    for path, field, fields in uploads:
+        body, content_type = raw_multipart(field, b"train\x00.jsonl", chat_jsonl(), **fields)
+        response = client.post(path, headers={**auth_headers, "Content-Type": content_type}, content=body)
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("request_invalid", field), error
+        assert "filename" in error["message"]
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
