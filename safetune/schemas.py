@@ -169,6 +169,13 @@ class JobSpec(InputSchema):
                 f"max_seq_len {self.hyperparameters.max_seq_len} exceeds {info.name}'s {info.max_seq_len}",
                 param="hyperparameters.max_seq_len",
             )
+        if self.guard == Guard.SAP and self.hyperparameters.max_seq_len < info.min_sap_seq_len:
+            raise SafetuneError(
+                ErrorCode.SPEC_INVALID,
+                f"guard 'sap' needs max_seq_len >= {info.min_sap_seq_len} with {info.name}: shorter "
+                "sequences cut the responses off SAP's contrastive pairs",
+                param="hyperparameters.max_seq_len",
+            )
         layers = self.sap.probe_layers or []
         if any(layer >= info.num_layers for layer in layers):
             raise SafetuneError(

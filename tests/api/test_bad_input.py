@@ -163,6 +163,11 @@ def test_request_body_limit_is_enforced_while_streaming(
             "spec_invalid",
             "hyperparameters.max_seq_len",
         ),
+        (
+            {"base_model": TINY_MODEL, "guard": "sap", "hyperparameters": {"max_seq_len": 64}},
+            "spec_invalid",
+            "hyperparameters.max_seq_len",
+        ),
         ({"base_model": TINY_MODEL, "sap": {"probe_layers": [4]}}, "spec_invalid", "sap.probe_layers"),
         (
             {"base_model": TINY_MODEL, "evaluation": {"max_new_tokens": 0}},
