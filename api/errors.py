@@ -1,4 +1,5 @@
-"""Exception handlers: every error leaves as {"error": {"code", "message", "param", "line"}}."""
+"""Exception handlers and the last-resort middleware: every error leaves as
+{"error": {"code", "message", "param", "line"}}."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import ErrorBody
@@ -101,13 +103,40 @@ def _database_error(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(
             503, ErrorCode.DATABASE_UNAVAILABLE.code, "the database is unavailable; retry later"
         )
-    log.exception("database error")
+    log.error("database error", exc_info=exc)
     return error_response(500, ErrorCode.INTERNAL.code, "internal error")
 
 
-def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, ErrorCode.INTERNAL.code, "internal error")
+class UnhandledErrorMiddleware:
+    """Answers an exception that no handler took with the 500 envelope and keeps the connection.
+
+    Starlette's last-resort handler (ServerErrorMiddleware) re-raises after answering, and uvicorn
+    then closes the connection, so a client's next keep-alive request was reset (issue 13). Add it
+    last: it must wrap every other middleware (the body limit turns its own exception into a 413).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # exc_info=exc, not log.exception(): sync handlers run in a worker thread, outside except.
+            log.error("unhandled error: %s %s", scope["method"], scope["path"], exc_info=exc)
+            if started:
+                raise  # half a response is out; only closing the connection can tell the client
+            await error_response(500, ErrorCode.INTERNAL.code, "internal error")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,7 +144,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(Exception, _unhandled)
 
 
 BAD_REQUEST: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "malformed body"}}

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api.errors import install_error_handlers
+from api.errors import UnhandledErrorMiddleware, install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.metrics import install_metrics
 from api.routes import (
@@ -53,6 +53,7 @@ def create_app() -> FastAPI:
     app.include_router(report_page.router)
     app.include_router(webhook_secret.router)
     install_metrics(app)  # GET /metrics + request-latency middleware
+    app.add_middleware(UnhandledErrorMiddleware)  # added last, so it wraps all the others
     _document_job_create(app)
     return app
 

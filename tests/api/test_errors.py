@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api.main import create_app
 from tests.api.conftest import assert_error
+from tests.live_api import free_port
 
 
-def test_unhandled_exception_is_a_bare_500(database_url: str) -> None:
+def crashing_app() -> FastAPI:
+    """The real app plus two routes that fail the way a bug would."""
     app = create_app()
 
     @app.get("/boom")
     def boom() -> None:
         raise RuntimeError("secret detail: password=hunter2")
+
+    @app.get("/constraint")
+    def constraint() -> None:
+        raise IntegrityError("INSERT INTO x", {}, Exception("duplicate key"))
+
+    return app
+
+
+def test_unhandled_exception_is_a_bare_500(database_url: str) -> None:
+    app = crashing_app()
 
     @app.get("/db-down")
     def db_down() -> None:
@@ -28,6 +48,65 @@ def test_unhandled_exception_is_a_bare_500(database_url: str) -> None:
         down = client.get("/db-down")
         assert_error(down, 503, "database_unavailable")
         assert "SELECT" not in down.text and "10.0.0.1" not in down.text
+
+
+def test_unexpected_errors_are_answered_not_reraised_and_logged_with_the_traceback(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # raise_server_exceptions=True: an exception that escapes the app would fail this test.
+    with TestClient(crashing_app()) as client, caplog.at_level(logging.ERROR, logger="api.errors"):
+        assert_error(client.get("/boom"), 500, "internal_error")
+        assert_error(client.get("/constraint"), 500, "internal_error")
+    records = [r for r in caplog.records if r.name == "api.errors"]
+    tracebacks = [logging.Formatter().formatException(r.exc_info) for r in records if r.exc_info]
+    assert len(tracebacks) == 2
+    assert "in boom" in tracebacks[0] and "RuntimeError" in tracebacks[0]
+    assert "in constraint" in tracebacks[1] and "IntegrityError" in tracebacks[1]
+
+
+@pytest.fixture()
+def live_crashing_app(database_url: str) -> Iterator[int]:
+    """crashing_app() under a real uvicorn (in a thread): keep-alive is uvicorn's behaviour."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(crashing_app(), port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def _http_response(sock: socket.socket) -> bytes:
+    """One response (headers + Content-Length body) from ``sock``; b"" if the server closed it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_the_connection_survives_a_500(live_crashing_app: int) -> None:
+    # uvicorn closes a connection whose app raised, so a client's next keep-alive request was reset.
+    with socket.create_connection(("127.0.0.1", live_crashing_app), timeout=10) as sock:
+        sock.sendall(b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = _http_response(sock)
+        assert first.startswith(b"HTTP/1.1 500") and b"connection: close" not in first.lower()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _http_response(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_auth_errors_carry_www_authenticate(client: TestClient) -> None:
