@@ -32,16 +32,22 @@ STATUS_CODES = {
 }
 
 
+# A 503 is an outage (database, broker) that a client should retry after a pause, like a 429.
+UNAVAILABLE_RETRY_SECONDS = 5
+
+
+def retry_after(status: int, extra: dict[str, Any]) -> dict[str, str] | None:
+    """The Retry-After header of a 429 (its computed wait, rounded up) or a 503."""
+    if "retry_after_seconds" in extra:
+        return {"Retry-After": str(int(extra["retry_after_seconds"]) + 1)}
+    return {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)} if status == 503 else None
+
+
 def error_response(
     status: int, code: str, message: str, *, param: str | None = None, line: int | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "param": param, "line": line, **extra}}
-    headers = (
-        {"Retry-After": str(int(extra["retry_after_seconds"]) + 1)}
-        if "retry_after_seconds" in extra
-        else None
-    )
-    return JSONResponse(status_code=status, content=body, headers=headers)
+    return JSONResponse(status_code=status, content=body, headers=retry_after(status, extra))
 
 
 def validation_param(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -66,10 +72,8 @@ def _first_error_message(errors: list[dict[str, Any]]) -> str:
 def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SafetuneError)
     body = exc.to_body()
-    headers = None
-    if "retry_after_seconds" in exc.extra:
-        headers = {"Retry-After": str(int(exc.extra["retry_after_seconds"]) + 1)}
-    elif exc.code in (ErrorCode.AUTH_MISSING, ErrorCode.AUTH_INVALID):
+    headers = retry_after(exc.code.http_status, exc.extra)
+    if exc.code in (ErrorCode.AUTH_MISSING, ErrorCode.AUTH_INVALID):
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(status_code=exc.code.http_status, content=body, headers=headers)
 
