@@ -49,13 +49,15 @@ class DatasetLimits:
 
 @dataclass
 class ParsedDataset:
-    """A validated upload. ``sha256`` and the stored size are those of ``normalized_jsonl``."""
+    """A validated upload. ``sha256`` is that of ``normalized_jsonl``; ``size_bytes`` is the size the
+    client uploaded (what it sees as the file's size, like OpenAI's ``bytes``), not the stored size."""
 
     format: str
     examples: list[list[Message]]
     num_examples: int
     sha256: str
     normalized_jsonl: bytes
+    size_bytes: int
     eval_prompts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -261,10 +263,12 @@ def parse_dataset(data: bytes, purpose: Purpose, limits: DatasetLimits) -> Parse
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the trailing newline does not start a line
-    if len(lines) > limits.max_lines:
+    # Blank lines are tolerated (below), so only the others count toward the limit.
+    counted = sum(1 for raw in lines if raw.strip())
+    if counted > limits.max_lines:
         raise SafetuneError(
             ErrorCode.DATASET_TOO_LARGE,
-            f"the dataset has {len(lines)} lines; the limit is {limits.max_lines}",
+            f"the dataset has {counted} non-blank lines; the limit is {limits.max_lines}",
             param="dataset",
         )
     for number, raw in enumerate(lines, start=1):
@@ -296,5 +300,6 @@ def parse_dataset(data: bytes, purpose: Purpose, limits: DatasetLimits) -> Parse
         num_examples=len(examples),
         sha256=hashlib.sha256(normalized).hexdigest(),
         normalized_jsonl=normalized,
+        size_bytes=len(data),
         eval_prompts=prompts,
     )

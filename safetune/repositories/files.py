@@ -18,7 +18,7 @@ def create_file(
         filename=filename[:255] or "dataset.jsonl",
         format=dataset.format,
         num_examples=dataset.num_examples,
-        size_bytes=len(dataset.normalized_jsonl),
+        size_bytes=dataset.size_bytes,
         sha256=dataset.sha256,
         content=dataset.normalized_jsonl,
     )

@@ -53,7 +53,7 @@ def test_upload_returns_an_openai_file_object(client: TestClient, auth_headers: 
     body = created.json()
     assert body["object"] == "file" and body["id"].startswith("file-")
     assert (body["purpose"], body["status"], body["filename"]) == ("fine-tune", "processed", "train.jsonl")
-    assert isinstance(body["created_at"], int) and body["bytes"] > 0
+    assert isinstance(body["created_at"], int) and body["bytes"] == len(chat_jsonl())  # as uploaded
     assert client.get(f"/v1/files/{body['id']}", headers=auth_headers).json() == body
     # The same file through our own API: one row, purpose training.
     assert client.get(f"/files/{body['id']}", headers=auth_headers).json()["purpose"] == "training"

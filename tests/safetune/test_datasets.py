@@ -78,6 +78,22 @@ def test_blank_lines_and_crlf_are_tolerated_and_line_numbers_stay_true() -> None
     assert (err.code, err.line, err.param) == (ErrorCode.DATASET_INVALID_LINE, 4, "messages")
 
 
+def test_blank_lines_do_not_count_toward_the_line_limit() -> None:
+    # The README tolerates blank lines; an editor's spacing must not turn into dataset_too_large.
+    limits = DatasetLimits(max_bytes=10_000, max_lines=2, max_line_bytes=4096)
+    assert (
+        parse_dataset(jsonl(chat()) + b"\n\n  \n\r\n" + jsonl(chat()), "training", limits).num_examples == 2
+    )
+    assert fails(jsonl(chat(), chat(), chat()), limits=limits).code is ErrorCode.DATASET_TOO_LARGE
+
+
+def test_size_is_the_uploaded_size_not_the_normalised_one() -> None:
+    # prompt/completion grows into chat messages when normalised; the client sent fewer bytes.
+    data = jsonl(*[{"prompt": "p", "completion": "c"}] * 3)
+    parsed = parse_dataset(data, "training", LIMITS)
+    assert parsed.size_bytes == len(data) < len(parsed.normalized_jsonl)
+
+
 @pytest.mark.parametrize(
     ("line2", "param"),
     [
