@@ -243,13 +243,19 @@ def unclaimed_queued_jobs(session: Session, older_than: timedelta) -> Sequence[s
     )
 
 
-def touch_queued(session: Session, job_id: str, at: datetime) -> None:
-    session.execute(
+def mark_resent(session: Session, job_id: str, at: datetime, reason: str) -> bool:
+    """Restart a still-queued job's wait (so the next reaper tick does not re-send it again) and log
+    why; False when a worker claimed it meanwhile, and then it must not be sent again."""
+    result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(queued_at=at)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(session, job_id, "resent", reason, level="warning")
+    return True
 
 
 def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:
