@@ -102,7 +102,7 @@ def get_safety_report_page(
         job = _job_from_token(session, job_id, token)
     else:
         tenant = get_tenant(
-            session, request.app.state.rate_limiter, None, request.headers.get("authorization")
+            request, session, request.app.state.rate_limiter, None, request.headers.get("authorization")
         )
         job = get_owned_job(session, tenant, job_id)
     report = ready_report(session, job)
