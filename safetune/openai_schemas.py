@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, Field, JsonValue, PlainValidator, ValidationError
 
+from safetune.base_models import REGISTRY
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import (
     EvaluationOptions,
@@ -96,7 +97,9 @@ class SafetyExtras(InputSchema):
 class FineTuningJobCreate(InputSchema):
     """Body of POST /v1/fine_tuning/jobs."""
 
-    model: str = Field(max_length=100)
+    model: str = Field(
+        min_length=1, max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))}
+    )
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: OpenAIHyperparameters | None = None

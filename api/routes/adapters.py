@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
 
 from api.deps import INT4_MAX, OwnedJobDep, SessionDep, clean_int
@@ -88,7 +88,11 @@ def list_checkpoints(session: SessionDep, job: OwnedJobDep) -> CheckpointList:
         **error_responses(*OWNED_ERRORS, ErrorCode.CHECKPOINT_NOT_FOUND),
     },
 )
-def download_checkpoint_adapter(session: SessionDep, job: OwnedJobDep, step: str) -> Response:
+def download_checkpoint_adapter(
+    session: SessionDep,
+    job: OwnedJobDep,
+    step: Annotated[str, Path(pattern=r"^([0-9]{1,10}|best)$", description="a step number or 'best'")],
+) -> Response:
     """A checkpoint's adapter as a PEFT zip; `best` picks the lowest validation loss."""
     number = None if step == "best" else clean_int(step)
     if step != "best" and number is None:

@@ -6,12 +6,13 @@ the same service and repositories as /files and /jobs (api/job_service.py).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
 from sqlalchemy.orm import Session
 
 from api import job_service, openai_mapping
+from api.cursors import CheckpointCursor, JobCursor, OpenAIEventCursor
 from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
 from api.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from safetune.errors import ErrorCode, SafetuneError
@@ -32,21 +33,14 @@ from safetune.schemas import FilePurpose
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 
+# OpenAI's "fine-tune" plus our own purposes (safetune.schemas.FilePurpose), as an enum in OpenAPI.
+OpenAIPurpose = Literal["fine-tune", "training", "validation", "evaluation"]
 IdempotencyKey = Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")]
 
 
-def _purpose(value: str) -> FilePurpose:
+def _purpose(value: OpenAIPurpose) -> FilePurpose:
     """OpenAI's "fine-tune" is our training data; our own purposes are accepted as an extension."""
-    if value in openai_mapping.OPENAI_PURPOSES:
-        return openai_mapping.OPENAI_PURPOSES[value]
-    try:
-        return FilePurpose(value)
-    except ValueError:
-        raise SafetuneError(
-            ErrorCode.REQUEST_INVALID,
-            f"purpose {value!r} is not supported; use 'fine-tune' (or 'evaluation' for safety prompts)",
-            param="purpose",
-        ) from None
+    return openai_mapping.OPENAI_PURPOSES.get(value) or FilePurpose(value)
 
 
 def _render(request: Request, session: Session, tenant_id: str, jobs: list[Job]) -> list[FineTuningJob]:
@@ -70,7 +64,7 @@ def create_file(
     tenant: TenantDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="JSONL dataset")],
-    purpose: Annotated[str, Form(max_length=32)],
+    purpose: Annotated[OpenAIPurpose, Form()],
     idempotency_key: IdempotencyKey = None,
 ) -> FileObject:
     """Upload a JSONL dataset (purpose "fine-tune"); every line is validated before it is stored."""
@@ -116,14 +110,11 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
+    after: JobCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """The organization's jobs, newest first, paginated with `after`."""
-    cursor = clean_id(after) if after is not None else None
-    if after is not None and cursor is None:
-        cursor = "-"  # cannot name a job: reported as an unknown cursor
-    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=cursor, limit=limit)
+    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=after, limit=limit)
     return JobPage(data=_render(request, session, tenant.id, jobs), has_more=has_more)
 
 
@@ -143,7 +134,7 @@ def cancel_job(request: Request, session: SessionDep, job: OwnedJobDep) -> FineT
 def list_events(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last event seen")] = None,
+    after: OpenAIEventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> EventPage:
     """The job's events, newest first; `after` pages towards older events."""
@@ -160,7 +151,7 @@ def list_events(
 def list_checkpoints(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last checkpoint seen")] = None,
+    after: CheckpointCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> CheckpointPage:
     """The job's checkpoints, newest first; `after` pages towards older ones."""

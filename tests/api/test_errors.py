@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -14,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api.main import create_app
-from tests.api.conftest import assert_error
+from tests.api.conftest import TINY_MODEL, assert_error
 from tests.live_api import free_port
 
 
@@ -124,3 +126,57 @@ def test_openapi_declares_bearer_auth_and_error_bodies(client: TestClient) -> No
     create = document["paths"]["/jobs"]["post"]
     assert set(create["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert "JobCreate" in document["components"]["schemas"]
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def _param(document: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    (found,) = [p for p in document["paths"][path]["get"]["parameters"] if p["name"] == name]
+    schema: dict[str, Any] = found["schema"]
+    return schema.get("anyOf", [schema])[0]
+
+
+def test_openapi_is_as_strict_as_the_server(client: TestClient, auth_headers: dict[str, str]) -> None:
+    """Cursors, the multipart `spec`, the /v1 purpose and model: a schema-driven client (or fuzzer)
+    learns from the document what the server rejects (issue 13)."""
+    document = client.get("/openapi.json").json()
+    for path, name, valid, invalid in [
+        ("/jobs", "after", "ftjob-" + "0" * 32, "ftjob-nope"),
+        ("/v1/fine_tuning/jobs", "after", "ftjob-" + "a" * 32, "ftjob-\u0000"),
+        ("/v1/fine_tuning/jobs/{job_id}/events", "after", "ftevent-17", "ftevent-²"),
+        ("/v1/fine_tuning/jobs/{job_id}/checkpoints", "after", "ftckpt-" + "1" * 32, "ckpt-1"),
+        ("/jobs/{job_id}/checkpoints/{step}/adapter", "step", "best", "²"),
+    ]:
+        pattern = _param(document, path, name)["pattern"]
+        assert re.search(pattern, valid) and not re.search(pattern, invalid), (path, pattern)
+    # The server answers the same shapes with a 422 before any lookup.
+    for url in ["/jobs?after=ftjob-nope", "/v1/fine_tuning/jobs?after=ftjob-nope"]:
+        response = client.get(url, headers=auth_headers)
+        assert response.status_code == 422 and response.json()["error"]["param"] == "after", response.text
+
+    multipart = document["paths"]["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    spec = multipart["schema"]["properties"]["spec"]
+    assert spec["contentMediaType"] == "application/json"
+    assert {"base_model", "guard", "hyperparameters"} <= set(spec["contentSchema"]["properties"])
+    schemas = document["components"]["schemas"]
+    for ref in _refs(document):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+    body = schemas["Body_create_file_v1_files_post"]["properties"]["purpose"]
+    assert set(body["enum"]) == {"fine-tune", "training", "validation", "evaluation"}
+    model = schemas["FineTuningJobCreate"]["properties"]["model"]
+    assert model["minLength"] == 1 and TINY_MODEL in model["enum"]
+    empty = client.post(
+        "/v1/fine_tuning/jobs", headers=auth_headers, json={"model": "", "training_file": "f"}
+    )
+    assert empty.status_code == 422 and empty.json()["error"]["param"] == "model", empty.text
