@@ -18,7 +18,9 @@ from api.routes import (
     files,
     health,
     jobs,
+    models,
     openai_compat,
+    openai_files,
     report_page,
     reports,
     webhook_secret,
@@ -48,8 +50,19 @@ def create_app() -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (health, files, jobs, events_stream, reports, adapters, openai_compat):
+    for module in (
+        health,
+        files,
+        jobs,
+        events_stream,
+        reports,
+        adapters,
+        models,
+        openai_compat,
+        openai_files,
+    ):
         app.include_router(module.router)
+    app.include_router(models.openai_router)
     app.include_router(report_page.router)
     app.include_router(webhook_secret.router)
     install_metrics(app)  # GET /metrics + request-latency middleware

@@ -213,6 +213,34 @@ class FileObject(BaseModel):
     expires_at: int | None = None
 
 
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class ModelObject(BaseModel):
+    """OpenAI's Model; ``created`` is 0 for the built-in base models (they have no creation time)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
 class JobErrorObject(BaseModel):
     code: str
     message: str

@@ -1,4 +1,5 @@
-"""OpenAI-compatible fine-tuning API under /v1, for the official `openai` SDK.
+"""OpenAI-compatible fine-tuning API under /v1, for the official `openai` SDK (its files are in
+api/routes/openai_files.py, its models in api/routes/models.py).
 
 The routes read and render OpenAI's shapes; storing, validating, enqueueing and cancelling go through
 the same service and repositories as /files and /jobs (api/job_service.py).
@@ -6,41 +7,32 @@ the same service and repositories as /files and /jobs (api/job_service.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.orm import Session
 
 from api import job_service, openai_mapping
 from api.cursors import CheckpointCursor, JobCursor, OpenAIEventCursor
-from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
+from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep
 from api.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job
 from safetune.openai_schemas import (
     CheckpointPage,
     EventPage,
-    FileObject,
     FineTuningJob,
     FineTuningJobCreate,
     JobPage,
     to_job_spec,
 )
 from safetune.repositories import artifacts
-from safetune.repositories import files as files_repo
 from safetune.repositories import jobs as jobs_repo
 from safetune.schemas import FilePurpose
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 
-# OpenAI's "fine-tune" plus our own purposes (safetune.schemas.FilePurpose), as an enum in OpenAPI.
-OpenAIPurpose = Literal["fine-tune", "training", "validation", "evaluation"]
 IdempotencyKey = Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")]
-
-
-def _purpose(value: OpenAIPurpose) -> FilePurpose:
-    """OpenAI's "fine-tune" is our training data; our own purposes are accepted as an extension."""
-    return openai_mapping.OPENAI_PURPOSES.get(value) or FilePurpose(value)
 
 
 def _render(request: Request, session: Session, tenant_id: str, jobs: list[Job]) -> list[FineTuningJob]:
@@ -56,30 +48,6 @@ def _render(request: Request, session: Session, tenant_id: str, jobs: list[Job])
         )
         for job in jobs
     ]
-
-
-@router.post("/files", response_model=FileObject)
-def create_file(
-    session: SessionDep,
-    tenant: TenantDep,
-    settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="JSONL dataset")],
-    purpose: Annotated[OpenAIPurpose, Form()],
-    idempotency_key: IdempotencyKey = None,
-) -> FileObject:
-    """Upload a JSONL dataset (purpose "fine-tune"); every line is validated before it is stored."""
-    stored = job_service.store_upload(session, tenant, settings, file, _purpose(purpose), idempotency_key)
-    return openai_mapping.file_object(stored.row)
-
-
-@router.get("/files/{file_id}", response_model=FileObject)
-def retrieve_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileObject:
-    """Metadata of one uploaded file."""
-    cleaned = clean_id(file_id)
-    stored = files_repo.get_file_for_tenant(session, tenant.id, cleaned) if cleaned else None
-    if stored is None:
-        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
-    return openai_mapping.file_object(stored)
 
 
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob)

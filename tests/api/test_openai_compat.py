@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from safetune.db import session_scope
-from safetune.models import Job
+from safetune.models import Job, utcnow
 from safetune.openai_schemas import DEFAULT_LEARNING_RATE
 from tests.api.conftest import TINY_MODEL, chat_jsonl, row_counts, set_status
 
@@ -263,3 +265,30 @@ def test_idempotent_create(client: TestClient, auth_headers: dict[str, str], ten
     assert first["id"] == again["id"] and row_counts(tenant[0])["jobs"] == 1
     conflict = client.post("/v1/fine_tuning/jobs", headers=key, json={**body, "suffix": "x"})
     openai_error(conflict, 409, "idempotency_conflict")
+
+
+def test_running_job_has_an_estimated_finish_and_a_succeeded_one_its_results(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = create_job(client, auth_headers).json()["id"]
+    started = utcnow() - timedelta(seconds=100)
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", started_at=started, step=25, total_steps=100)
+        )
+    job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth_headers).json()
+    # 25 of 100 steps in ~100 s: about 400 s after the start.
+    assert abs(job["estimated_finish"] - (int(started.timestamp()) + 400)) <= 5
+    assert (job["trained_tokens"], job["result_files"]) == (None, [])
+
+    result = upload(client, auth_headers).json()["id"]
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="succeeded", finished_at=utcnow(), trained_tokens=1234, result_file_id=result)
+        )
+    job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth_headers).json()
+    assert (job["estimated_finish"], job["trained_tokens"], job["result_files"]) == (None, 1234, [result])
