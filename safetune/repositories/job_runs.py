@@ -26,6 +26,7 @@ from safetune.models import (
     Tenant,
     utcnow,
 )
+from safetune.repositories import job_results
 from safetune.repositories.jobs import add_event, tenant_can_start
 
 
@@ -125,9 +126,11 @@ def mark_succeeded(
     base_harmful_score: float | None,
     tuned_harmful_score: float | None,
 ) -> bool:
-    """Adapter, report and final status land together or not at all (caller's transaction)."""
+    """Adapter, report, result file and final status land together or not at all (caller's
+    transaction)."""
     if not _finish(session, job_id, JobStatus.SUCCEEDED):
         return False
+    job_results.store_results(session, job_id, adapter_zip=adapter_zip, adapter_sha256=adapter_sha256)
     session.add(
         Adapter(job_id=job_id, content=adapter_zip, sha256=adapter_sha256, size_bytes=len(adapter_zip))
     )
