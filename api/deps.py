@@ -15,7 +15,7 @@ from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job, Tenant
 from safetune.repositories import jobs as jobs_repo
 from safetune.repositories import tenants as tenants_repo
-from safetune.security import RateLimiter
+from safetune.security import RateLimiter, hash_api_key
 
 AFTER_COMMIT = "after_commit"
 
@@ -51,13 +51,23 @@ def get_rate_limiter(request: Request) -> RateLimiter:
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def get_tenant(
+    request: Request,
     session: SessionDep,
     limiter: Annotated[RateLimiter, Depends(get_rate_limiter)],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Tenant:
-    """Authorization: Bearer <key> → the key's tenant; 401 for missing, unknown or revoked keys."""
+    """Authorization: Bearer <key> → the key's tenant; 401 for missing, unknown or revoked keys.
+
+    Both budgets are checked before the key lookup, so a client past them costs no DB query (issue
+    13): one per presented key (valid or not, keyed by its hash), and one per client address for
+    failed lookups, which a client rotating made-up keys runs out of.
+    """
     if not authorization:
         raise SafetuneError(
             ErrorCode.AUTH_MISSING, "missing Authorization header (Bearer <api key>)", param="Authorization"
@@ -67,12 +77,16 @@ def get_tenant(
         raise SafetuneError(
             ErrorCode.AUTH_INVALID, "expected 'Authorization: Bearer <api key>'", param="Authorization"
         )
-    found = tenants_repo.authenticate(session, raw_key.strip())
+    key = raw_key.strip()
+    failures = f"auth-failures:{client_address(request)}"
+    # First, so that a client rotating made-up keys stops creating a bucket per key once it is out.
+    limiter.ensure_available(failures, what="failed authentications from this client")
+    limiter.check(f"key:{hash_api_key(key)}")
+    found = tenants_repo.authenticate(session, key)
     if found is None:
+        limiter.check(failures, what="failed authentications from this client")
         raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid or revoked API key", param="Authorization")
-    tenant, key = found
-    limiter.check(key.id)
-    return tenant
+    return found[0]
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
@@ -86,6 +100,19 @@ def job_not_found(job_id: str) -> SafetuneError:
 def clean_id(value: str) -> str | None:
     """An id as given, or None when it cannot name any row (Postgres rejects NUL in text)."""
     return None if "\x00" in value or len(value) > 64 else value
+
+
+INT4_MAX = 2**31 - 1
+
+
+def clean_int(value: str) -> int | None:
+    """A decimal row number (step, event id) as given, or None when it cannot name any row.
+
+    ASCII digits only: str.isdigit() also accepts "²" (int() raises) and "٣" (int() reads 3). Above
+    INT4_MAX a Postgres integer parameter overflows, so no row can have that number either.
+    """
+    number = int(value) if value.isascii() and value.isdigit() else None
+    return number if number is not None and number <= INT4_MAX else None
 
 
 def get_owned_job(session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]) -> Job:

@@ -1,4 +1,5 @@
-"""Exception handlers: every error leaves as {"error": {"code", "message", "param", "line"}}."""
+"""Exception handlers and the last-resort middleware: every error leaves as
+{"error": {"code", "message", "param", "line"}}."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import ErrorBody
@@ -30,16 +32,22 @@ STATUS_CODES = {
 }
 
 
+# A 503 is an outage (database, broker) that a client should retry after a pause, like a 429.
+UNAVAILABLE_RETRY_SECONDS = 5
+
+
+def retry_after(status: int, extra: dict[str, Any]) -> dict[str, str] | None:
+    """The Retry-After header of a 429 (its computed wait, rounded up) or a 503."""
+    if "retry_after_seconds" in extra:
+        return {"Retry-After": str(int(extra["retry_after_seconds"]) + 1)}
+    return {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)} if status == 503 else None
+
+
 def error_response(
     status: int, code: str, message: str, *, param: str | None = None, line: int | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "param": param, "line": line, **extra}}
-    headers = (
-        {"Retry-After": str(int(extra["retry_after_seconds"]) + 1)}
-        if "retry_after_seconds" in extra
-        else None
-    )
-    return JSONResponse(status_code=status, content=body, headers=headers)
+    return JSONResponse(status_code=status, content=body, headers=retry_after(status, extra))
 
 
 def validation_param(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -64,10 +72,8 @@ def _first_error_message(errors: list[dict[str, Any]]) -> str:
 def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SafetuneError)
     body = exc.to_body()
-    headers = None
-    if "retry_after_seconds" in exc.extra:
-        headers = {"Retry-After": str(int(exc.extra["retry_after_seconds"]) + 1)}
-    elif exc.code in (ErrorCode.AUTH_MISSING, ErrorCode.AUTH_INVALID):
+    headers = retry_after(exc.code.http_status, exc.extra)
+    if exc.code in (ErrorCode.AUTH_MISSING, ErrorCode.AUTH_INVALID):
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(status_code=exc.code.http_status, content=body, headers=headers)
 
@@ -101,13 +107,40 @@ def _database_error(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(
             503, ErrorCode.DATABASE_UNAVAILABLE.code, "the database is unavailable; retry later"
         )
-    log.exception("database error")
+    log.error("database error", exc_info=exc)
     return error_response(500, ErrorCode.INTERNAL.code, "internal error")
 
 
-def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, ErrorCode.INTERNAL.code, "internal error")
+class UnhandledErrorMiddleware:
+    """Answers an exception that no handler took with the 500 envelope and keeps the connection.
+
+    Starlette's last-resort handler (ServerErrorMiddleware) re-raises after answering, and uvicorn
+    then closes the connection, so a client's next keep-alive request was reset (issue 13). Add it
+    last: it must wrap every other middleware (the body limit turns its own exception into a 413).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # exc_info=exc, not log.exception(): sync handlers run in a worker thread, outside except.
+            log.error("unhandled error: %s %s", scope["method"], scope["path"], exc_info=exc)
+            if started:
+                raise  # half a response is out; only closing the connection can tell the client
+            await error_response(500, ErrorCode.INTERNAL.code, "internal error")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,7 +148,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(Exception, _unhandled)
 
 
 BAD_REQUEST: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "malformed body"}}

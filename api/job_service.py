@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api.deps import run_after_commit
-from api.uploads import owned_file, parse_upload, request_hash
+from api.uploads import owned_file, parse_upload, request_hash, upload_filename
 from safetune import queue
 from safetune.config import Settings
 from safetune.models import Job, StoredFile, Tenant
@@ -44,8 +44,8 @@ def store_upload(
     idempotency_key: str | None,
 ) -> Stored[StoredFile]:
     """Validate every line of the upload, then store it (or replay an earlier identical upload)."""
+    filename = upload_filename(upload, "file")
     parsed = parse_upload(upload, purpose.value, settings, tenant)
-    filename = upload.filename or "dataset.jsonl"
     fingerprint = request_hash(purpose.value, filename, parsed.sha256)
     if idempotency_key:
         existing_id = idempotency.find_replay(session, tenant.id, "files", idempotency_key, fingerprint)
@@ -94,6 +94,7 @@ def submit_job(
     names.setdefault("eval_file", "eval_file_id")
     parsed = None
     if dataset is not None:
+        filename = upload_filename(dataset, "dataset")
         parsed = parse_upload(dataset, "training", settings, tenant)
         dataset_ref = parsed.sha256
     else:
@@ -115,9 +116,8 @@ def submit_job(
     jobs_repo.check_queue_quota(session, tenant, max_queued=settings.max_queued_jobs_per_tenant)
 
     if parsed is not None:
-        filename = dataset.filename if dataset else None
         training_file_id = files_repo.create_file(
-            session, tenant.id, purpose="training", filename=filename or "dataset.jsonl", dataset=parsed
+            session, tenant.id, purpose="training", filename=filename, dataset=parsed
         ).id
     else:
         training_file_id = dataset_ref

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api.errors import install_error_handlers
+from api.errors import UnhandledErrorMiddleware, install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.metrics import install_metrics
 from api.routes import (
@@ -18,7 +18,9 @@ from api.routes import (
     files,
     health,
     jobs,
+    models,
     openai_compat,
+    openai_files,
     report_page,
     reports,
     webhook_secret,
@@ -48,11 +50,23 @@ def create_app() -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (health, files, jobs, events_stream, reports, adapters, openai_compat):
+    for module in (
+        health,
+        files,
+        jobs,
+        events_stream,
+        reports,
+        adapters,
+        models,
+        openai_compat,
+        openai_files,
+    ):
         app.include_router(module.router)
+    app.include_router(models.openai_router)
     app.include_router(report_page.router)
     app.include_router(webhook_secret.router)
     install_metrics(app)  # GET /metrics + request-latency middleware
+    app.add_middleware(UnhandledErrorMiddleware)  # added last, so it wraps all the others
     _document_job_create(app)
     return app
 

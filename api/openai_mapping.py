@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from api.deps import clean_int
 from safetune.models import Checkpoint, Job, JobEvent, StoredFile, utcnow
 from safetune.openai_schemas import (
     DEFAULT_LEARNING_RATE,
@@ -16,6 +17,7 @@ from safetune.openai_schemas import (
     FineTuningJobEvent,
     JobErrorObject,
     JobHyperparameters,
+    ModelObject,
     SafetyStatus,
 )
 from safetune.schemas import FilePurpose, Hyperparameters
@@ -39,6 +41,20 @@ def file_object(stored: StoredFile) -> FileObject:
         filename=stored.filename,
         purpose=purpose,
     )
+
+
+def base_model_object(name: str) -> ModelObject:
+    return ModelObject(id=name, created=0, owned_by="safetune")
+
+
+def fine_tuned_model_object(job: Job) -> ModelObject:
+    return ModelObject(id=_model_name(job), created=unix(job.finished_at) or 0, owned_by=job.tenant_id)
+
+
+def fine_tuned_job_id(model: str) -> str | None:
+    """The job id at the end of "ft:<base>:<suffix>:<job id>", or None for any other name."""
+    parts = model.split(":")
+    return parts[-1] if len(parts) == 4 and parts[0] == "ft" else None
 
 
 def fine_tuned_model(job: Job) -> str | None:
@@ -84,6 +100,8 @@ def job_object(job: Job, *, verdict: str | None, report_url: str | None) -> Fine
         training_file=job.training_file_id,
         validation_file=job.validation_file_id,
         seed=hp.seed,
+        result_files=[job.result_file_id] if job.result_file_id else [],
+        trained_tokens=job.trained_tokens,
         estimated_finish=_estimated_finish(job, utcnow()),
         safety=SafetyStatus(
             guard=job.guard,
@@ -104,8 +122,7 @@ def event_id(event: JobEvent) -> str:
 
 def parse_event_id(value: str) -> int | None:
     """ "ftevent-17" (or "17") → 17; None for anything else."""
-    raw = value.removeprefix(EVENT_PREFIX)
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+    return clean_int(value.removeprefix(EVENT_PREFIX))
 
 
 def event_object(event: JobEvent) -> FineTuningJobEvent:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from api.deps import clean_id
 from api.errors import validation_param
 from safetune.config import Settings
 from safetune.datasets import DatasetLimits, ParsedDataset, Purpose, parse_dataset, read_capped
@@ -40,15 +41,35 @@ def parse_upload(
     return parse_dataset(data, purpose, limits)
 
 
+def upload_filename(upload: UploadFile | StarletteUploadFile, param: str) -> str:
+    """The client's filename, as stored on the file row (Postgres text cannot hold NUL: refused)."""
+    filename = upload.filename or "dataset.jsonl"
+    if "\x00" in filename:
+        raise SafetuneError(ErrorCode.REQUEST_INVALID, "the filename contains a NUL character", param=param)
+    return filename
+
+
 def request_hash(*parts: Any) -> str:
     """Fingerprint of a request for idempotency: canonical JSON of its meaningful parts."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def file_for_tenant(session: Session, tenant_id: str, file_id: str) -> StoredFile:
+    """The tenant's live file, or FILE_NOT_FOUND (also for ids that cannot name a row)."""
+    stored = files_repo.get_file_for_tenant(session, tenant_id, file_id) if clean_id(file_id) else None
+    if stored is None:
+        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
+    return stored
+
+
 def owned_file(
     session: Session, tenant: Tenant, file_id: str, purpose: FilePurpose, param: str
 ) -> StoredFile:
-    stored = files_repo.get_file_for_tenant(session, tenant.id, file_id) if "\x00" not in file_id else None
+    stored = (
+        files_repo.get_file_for_tenant(session, tenant.id, file_id, for_new_job=True)
+        if "\x00" not in file_id
+        else None
+    )
     if stored is None:
         raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param=param)
     if stored.purpose != purpose.value:

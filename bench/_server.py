@@ -1,12 +1,13 @@
 """A real API for the benches: a fresh Postgres database migrated by Alembic, uvicorn in a subprocess
-on a free port, the broker on a Redis db index of its own, and one tenant + API key per client.
+on a free port, the broker on the Redis db given with --redis-url, and one tenant + API key per client.
 
 Shared by bench/load.py and bench/api_latency.py. Everything is torn down on exit (database dropped,
-Redis db flushed, server terminated).
+the bench's Redis db flushed, server terminated).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -27,7 +29,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("SAFETUNE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-REDIS_BASE = os.environ.get("SAFETUNE_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS_URL_ENV = "SAFETUNE_BENCH_REDIS_URL"
 
 # A tiny-model job, the smallest spec a client would send.
 SPEC = {
@@ -99,6 +101,39 @@ def submit(http: httpx.Client, key: str) -> httpx.Response:
     )
 
 
+def add_redis_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get(REDIS_URL_ENV),
+        help=f"the bench's own Redis db, e.g. redis://127.0.0.1:6379/9; it must be empty and is flushed "
+        f"on exit (default: ${REDIS_URL_ENV})",
+    )
+
+
+def own_redis_db(url: str | None) -> str:
+    """``url`` if it names a db index explicitly and that db is empty; ValueError otherwise.
+
+    The benches used to pick a db index on the shared Redis themselves (a counter mod 15) and flush
+    it on exit, which could wipe another run's data (issue 13). Now the caller names the db, and an
+    empty one at start is the evidence that flushing it at the end removes only the bench's keys.
+    """
+    if not url:
+        raise ValueError(f"give the bench a Redis db of its own: --redis-url or ${REDIS_URL_ENV}")
+    db = urlsplit(url).path.lstrip("/")
+    if not (db.isascii() and db.isdigit()):
+        raise ValueError(f"{url!r} names no db index; add one, e.g. redis://127.0.0.1:6379/9")
+    client = redis.Redis.from_url(url)
+    try:
+        keys = client.dbsize()
+    finally:
+        client.close()
+    if keys:
+        raise ValueError(
+            f"{url} holds {keys} keys; the bench flushes its db on exit, so give it an empty one"
+        )
+    return url
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -144,14 +179,12 @@ def count_jobs(url: str, job_ids: list[str]) -> int:
 
 
 @contextmanager
-def running_api(clients: int, uvicorn_workers: int = 1) -> Iterator[Api]:
+def running_api(clients: int, redis_url: str | None, uvicorn_workers: int = 1) -> Iterator[Api]:
+    broker_url = own_redis_db(redis_url)
     name = f"safetune_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_URL.format(name=name)
-    admin = redis.Redis.from_url(f"{REDIS_BASE}/0")
-    broker_url = f"{REDIS_BASE}/{1 + int(admin.incr('safetune:test:db_counter')) % 15}"
-    admin.close()
     port = _free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}-uvicorn.log"
     server: subprocess.Popen[bytes] | None = None

@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import Latencies, running_api, submit, table  # noqa: E402
+from bench._server import Latencies, add_redis_argument, running_api, submit, table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api_latency.md"
 
@@ -71,9 +71,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--posts", type=int, default=320)
     parser.add_argument("--gets", type=int, default=1600)
+    add_redis_argument(parser)
     args = parser.parse_args()
 
-    with running_api(args.concurrency) as api:
+    with running_api(args.concurrency, args.redis_url) as api:
         keys = itertools.cycle(api.api_keys)
         posts, post_wall, created = run_phase(
             api.base_url, args.concurrency, [(next(keys), None) for _ in range(args.posts)]

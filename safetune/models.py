@@ -97,6 +97,7 @@ class StoredFile(Base):
     """An uploaded dataset (training, validation or evaluation prompts), validated before insert."""
 
     __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("file"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -109,6 +110,9 @@ class StoredFile(Base):
     # Normalised JSONL (one chat example per line); the original bytes are not needed after validation.
     content: Mapped[bytes] = mapped_column(Blob, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # A deleted file that a finished job still names keeps its row (the job's foreign key) with its
+    # content emptied; every tenant-facing lookup skips it (safetune.repositories.files).
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Job(Base):
@@ -135,6 +139,9 @@ class Job(Base):
     last_val_loss: Mapped[float | None] = mapped_column(Float)
     best_step: Mapped[int | None] = mapped_column(Integer)
     tokens_per_second: Mapped[float | None] = mapped_column(Float)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # The per-step metrics CSV (OpenAI's result_files), written when the job succeeds.
+    result_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200))
 
@@ -162,6 +169,21 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class JobStepMetric(Base):
+    """One optimizer step's metrics, kept for the job's result file (a CSV like OpenAI's)."""
+
+    __tablename__ = "job_step_metrics"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    valid_loss: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    # Estimated from the throughput the training process reports (see worker.progress).
+    tokens: Mapped[int | None] = mapped_column(Integer)
+    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class Checkpoint(Base):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, Field, JsonValue, PlainValidator, ValidationError
 
+from safetune.base_models import REGISTRY
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import (
     EvaluationOptions,
@@ -96,7 +97,9 @@ class SafetyExtras(InputSchema):
 class FineTuningJobCreate(InputSchema):
     """Body of POST /v1/fine_tuning/jobs."""
 
-    model: str = Field(max_length=100)
+    model: str = Field(
+        min_length=1, max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))}
+    )
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: OpenAIHyperparameters | None = None
@@ -208,6 +211,34 @@ class FileObject(BaseModel):
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
     expires_at: int | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class ModelObject(BaseModel):
+    """OpenAI's Model; ``created`` is 0 for the built-in base models (they have no creation time)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
 
 
 class JobErrorObject(BaseModel):

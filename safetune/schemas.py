@@ -61,6 +61,10 @@ class FilePurpose(StrEnum):
     EVALUATION = "evaluation"
 
 
+# A succeeded job's metrics CSV (OpenAI's name); written by the service, never uploaded.
+RESULT_FILE_PURPOSE = "fine-tune-results"
+
+
 class Hyperparameters(InputSchema):
     epochs: int = Field(default=1, ge=1, le=20)
     max_steps: int | None = Field(default=None, ge=1, le=100_000)
@@ -167,6 +171,13 @@ class JobSpec(InputSchema):
             raise SafetuneError(
                 ErrorCode.SPEC_INVALID,
                 f"max_seq_len {self.hyperparameters.max_seq_len} exceeds {info.name}'s {info.max_seq_len}",
+                param="hyperparameters.max_seq_len",
+            )
+        if self.guard == Guard.SAP and self.hyperparameters.max_seq_len < info.min_sap_seq_len:
+            raise SafetuneError(
+                ErrorCode.SPEC_INVALID,
+                f"guard 'sap' needs max_seq_len >= {info.min_sap_seq_len} with {info.name}: shorter "
+                "sequences cut the responses off SAP's contrastive pairs",
                 param="hyperparameters.max_seq_len",
             )
         layers = self.sap.probe_layers or []
@@ -280,6 +291,20 @@ class FileRead(Schema):
     size_bytes: int
     sha256: str
     created_at: datetime
+
+
+class BaseModelRead(Schema):
+    name: str
+    object: Literal["base_model"] = "base_model"
+    description: str
+    max_seq_len: int
+    num_layers: int
+    min_sap_seq_len: int = Field(description="the shortest hyperparameters.max_seq_len for guard 'sap'")
+
+
+class BaseModelList(Schema):
+    object: Literal["list"] = "list"
+    data: list[BaseModelRead]
 
 
 class SafetyReportRead(Schema):

@@ -35,6 +35,9 @@ def display_prefix(key: str) -> str:
     return key[: len(KEY_PREFIX) + 6]
 
 
+PRUNE_AT = 10_000
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -42,7 +45,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token bucket per API key, in process memory.
+    """Token bucket per key (an API key's hash, a client address), in process memory.
 
     Good enough for one API process. With several replicas each one keeps its own buckets, so the
     effective limit multiplies by the replica count: production should move this to Redis (e.g. a
@@ -55,11 +58,21 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
+        self._pruned_at = float("-inf")
 
-    def check(self, key_id: str) -> None:
+    def check(self, key_id: str, *, what: str = "requests for this API key") -> None:
         """Take one token for ``key_id`` or raise RATE_LIMITED."""
+        self._take(key_id, what, cost=1.0)
+
+    def ensure_available(self, key_id: str, *, what: str) -> None:
+        """Raise RATE_LIMITED if ``key_id`` has no token left, without taking one."""
+        self._take(key_id, what, cost=0.0)
+
+    def _take(self, key_id: str, what: str, cost: float) -> None:
         now = self._clock()
         with self._lock:
+            if len(self._buckets) >= PRUNE_AT and now - self._pruned_at >= 1.0:
+                self._prune(now)
             bucket = self._buckets.get(key_id)
             if bucket is None:
                 bucket = self._buckets[key_id] = _Bucket(self.capacity, now)
@@ -69,7 +82,17 @@ class RateLimiter:
                 retry_after = (1.0 - bucket.tokens) / self.rate
                 raise SafetuneError(
                     ErrorCode.RATE_LIMITED,
-                    f"too many requests for this API key; retry in {retry_after:.1f} s",
+                    f"too many {what}; retry in {retry_after:.1f} s",
                     retry_after_seconds=round(retry_after, 1),
                 )
-            bucket.tokens -= 1.0
+            bucket.tokens -= cost
+
+    def _prune(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket; dropping those bounds the memory
+        # that made-up keys can take.
+        full = [
+            k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.capacity
+        ]
+        for key_id in full:
+            del self._buckets[key_id]
+        self._pruned_at = now

@@ -53,6 +53,9 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
+MAX_TIMESTAMP_DIGITS = 12
+
+
 def verify_signature(
     secret: str, header: str, body: bytes, tolerance: float = 300.0, *, now: float | None = None
 ) -> bool:
@@ -65,7 +68,9 @@ def verify_signature(
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        # ASCII digits only, and few of them: str.isdigit() accepts "²" (int() raises), and a long
+        # run of digits makes int() raise or the age arithmetic overflow a float (issue 13).
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS:
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value)

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from safetune.db import session_scope
 from safetune.models import JobStatus
-from safetune.repositories import job_runs
+from safetune.repositories import job_results, job_runs
 from worker.db_retry import is_transient
 
 log = logging.getLogger("safetune.worker")
@@ -29,6 +29,9 @@ class ProgressWriter:
         self.heartbeat_seconds = min(heartbeat_seconds, POLL_SECONDS)
         self.total_steps: int | None = None
         self.pending: dict[str, Any] = {}
+        # step -> metrics not yet written (job_step_metrics, for the job's result file).
+        self.metrics: dict[int, dict[str, Any]] = {}
+        self.last_elapsed = 0.0
         self.last_poll = 0.0
 
     def stage(self, stage: str) -> None:
@@ -56,6 +59,12 @@ class ProgressWriter:
             last_loss=event.get("loss"),
             tokens_per_second=event.get("tokens_per_second"),
         )
+        self.metrics.setdefault(step, {}).update(
+            train_loss=event.get("loss"),
+            learning_rate=event.get("lr"),
+            tokens=self._step_tokens(event),
+            elapsed_seconds=event.get("elapsed_seconds"),
+        )
         total = self.total_steps or int(event.get("total_steps") or step)
         every = max(1, total // METRIC_EVENTS_PER_JOB)
         if step % every == 0 or step == total:
@@ -68,7 +77,22 @@ class ProgressWriter:
                     data={k: v for k, v in event.items() if k != "event"},
                 )
 
+    def _step_tokens(self, event: dict[str, Any]) -> int | None:
+        """Tokens of one step, from the child's throughput and the time since its previous step.
+
+        The child reports tokens/s and the seconds since training (or the resumed attempt) began,
+        not the count itself, so this is an estimate: the interval also holds the previous step's
+        validation or checkpoint, if any, which over-counts those steps.
+        """
+        rate, elapsed = event.get("tokens_per_second"), event.get("elapsed_seconds")
+        if rate is None or elapsed is None:
+            return None
+        interval, self.last_elapsed = max(0.0, float(elapsed) - self.last_elapsed), float(elapsed)
+        return round(float(rate) * interval)
+
     def validation(self, event: dict[str, Any]) -> None:
+        if event.get("step") is not None:
+            self.metrics.setdefault(int(event["step"]), {})["valid_loss"] = event.get("val_loss")
         self.pending["last_val_loss"] = event.get("val_loss")
         if event.get("best_step") is not None:
             self.pending["best_step"] = event["best_step"]
@@ -90,6 +114,7 @@ class ProgressWriter:
         try:
             with session_scope() as session:
                 active = job_runs.heartbeat(session, self.job_id, **self.pending)
+                job_results.record_step_metrics(session, self.job_id, self.metrics)
                 cancel = job_runs.cancel_requested(session, self.job_id)
         except DBAPIError as exc:
             if not is_transient(exc):
@@ -97,11 +122,12 @@ class ProgressWriter:
             # Postgres is briefly away: keep training and the pending progress; the next tick retries.
             log.warning("heartbeat skipped: database unavailable", extra={"job_id": self.job_id})
             return True, False
-        self.pending = {}
+        self.pending, self.metrics = {}, {}
         return active, cancel
 
     def flush(self) -> None:
-        if self.pending:
+        if self.pending or self.metrics:
             with session_scope() as session:
                 job_runs.heartbeat(session, self.job_id, **self.pending)
-            self.pending = {}
+                job_results.record_step_metrics(session, self.job_id, self.metrics)
+            self.pending, self.metrics = {}, {}

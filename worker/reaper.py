@@ -46,13 +46,14 @@ def reap() -> dict[str, int]:
                     f"worker {job.worker_id} stopped heartbeating ({silent_for}) "
                     f"after {job.attempt} attempts",
                 )
+    lost: list[str] = []
     with session_scope() as session:
-        lost = job_runs.unclaimed_queued_jobs(
-            session, timedelta(seconds=settings.requeue_queued_after_seconds)
-        )
+        waited = timedelta(seconds=settings.requeue_queued_after_seconds)
         now = utcnow()
-        for job_id in lost:
-            job_runs.touch_queued(session, job_id, now)
+        reason = f"no worker claimed the job within {waited.total_seconds():.0f} s; re-sent to the queue"
+        for job_id in job_runs.unclaimed_queued_jobs(session, waited):
+            if job_runs.mark_resent(session, job_id, now, reason):
+                lost.append(job_id)
     # Enqueue only after the commit, like the API: the worker's claim needs the committed row.
     for job_id in [*to_send, *lost]:
         enqueue_training(job_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import OwnedJobDep, SessionDep
+from api.deps import INT4_MAX, OwnedJobDep, SessionDep, clean_int
 from api.errors import error_responses
 from safetune.db import session_scope
 from safetune.errors import ErrorCode, SafetuneError
@@ -88,13 +88,20 @@ def list_checkpoints(session: SessionDep, job: OwnedJobDep) -> CheckpointList:
         **error_responses(*OWNED_ERRORS, ErrorCode.CHECKPOINT_NOT_FOUND),
     },
 )
-def download_checkpoint_adapter(session: SessionDep, job: OwnedJobDep, step: str) -> Response:
+def download_checkpoint_adapter(
+    session: SessionDep,
+    job: OwnedJobDep,
+    step: Annotated[str, Path(pattern=r"^([0-9]{1,10}|best)$", description="a step number or 'best'")],
+) -> Response:
     """A checkpoint's adapter as a PEFT zip; `best` picks the lowest validation loss."""
-    if step != "best" and not step.isdigit():
-        raise SafetuneError(ErrorCode.REQUEST_INVALID, "step must be a step number or 'best'", param="step")
-    found = artifacts.get_checkpoint_for_tenant(
-        session, job.tenant_id, job.id, None if step == "best" else int(step)
-    )
+    number = None if step == "best" else clean_int(step)
+    if step != "best" and number is None:
+        raise SafetuneError(
+            ErrorCode.REQUEST_INVALID,
+            f"step must be a step number (at most {INT4_MAX}) or 'best'",
+            param="step",
+        )
+    found = artifacts.get_checkpoint_for_tenant(session, job.tenant_id, job.id, number)
     if found is None:
         raise SafetuneError(
             ErrorCode.CHECKPOINT_NOT_FOUND, f"job {job.id} has no checkpoint {step!r}", param="step"

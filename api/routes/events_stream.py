@@ -23,7 +23,7 @@ import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnedJobDep
+from api.deps import INT4_MAX, OwnedJobDep
 from api.errors import error_responses
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
@@ -48,7 +48,16 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
 }
 
-LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)]
+# Event ids are Postgres integers. Validating the header (not parsing it later) answers a 422 before
+# the stream starts: "²" passes str.isdigit() but not int(), and an id past 2**31 - 1 used to fail
+# the first poll mid-stream, so a browser's EventSource reconnected forever.
+LastEventId = Annotated[
+    int | None,
+    Header(alias="Last-Event-ID", ge=0, le=INT4_MAX, description="id of the last event seen"),
+]
+AfterEventId = Annotated[
+    int | None, Query(ge=0, le=INT4_MAX, description="id of the last event already seen")
+]
 
 
 @dataclass
@@ -107,10 +116,6 @@ async def _events(tenant_id: str, job_id: str, after: int | None) -> AsyncIterat
         await anyio.sleep(POLL_SECONDS)
 
 
-def parse_last_event_id(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
-
-
 def event_stream(tenant_id: str, job_id: str, after: int | None) -> StreamingResponse:
     """The SSE response; the job's ownership must already have been checked."""
     return StreamingResponse(
@@ -123,10 +128,8 @@ def event_stream(tenant_id: str, job_id: str, after: int | None) -> StreamingRes
 @router.get("/{job_id}/events/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
 def stream_job_events(
     job: OwnedJobDep,
-    after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="id of the last event seen")] = None,
+    after: AfterEventId = None,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Server-sent events of the job's log until the job finishes."""
-    return event_stream(
-        job.tenant_id, job.id, after if after is not None else parse_last_event_id(last_event_id)
-    )
+    return event_stream(job.tenant_id, job.id, after if after is not None else last_event_id)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, File, Form, Header, Path, UploadFile
 from fastapi.responses import JSONResponse
 
 from api import job_service
-from api.deps import SessionDep, SettingsDep, TenantDep, clean_id
+from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import BAD_REQUEST, error_responses
-from safetune.errors import ErrorCode, SafetuneError
-from safetune.repositories import files as files_repo
+from api.uploads import file_for_tenant
+from safetune.errors import ErrorCode
 from safetune.schemas import FilePurpose, FileRead
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -57,8 +57,4 @@ def upload_file(
 )
 def get_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileRead:
     """Metadata of one uploaded file."""
-    cleaned = clean_id(file_id)
-    stored = files_repo.get_file_for_tenant(session, tenant.id, cleaned) if cleaned else None
-    if stored is None:
-        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
-    return FileRead.model_validate(stored)
+    return FileRead.model_validate(file_for_tenant(session, tenant.id, file_id))

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.errors import error_responses
+from api.errors import error_response, error_responses
 from safetune.config import get_settings
 from safetune.db import get_engine
 from safetune.errors import ErrorCode
@@ -54,5 +54,4 @@ def readyz() -> HealthRead | JSONResponse:
 
 
 def _unavailable(code: ErrorCode, message: str) -> JSONResponse:
-    body = {"error": {"code": code.code, "message": message, "param": None, "line": None}}
-    return JSONResponse(status_code=code.http_status, content=body)
+    return error_response(code.http_status, code.code, message)

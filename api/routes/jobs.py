@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import job_service
-from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
+from api.cursors import JobCursor
+from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep
 from api.errors import BAD_REQUEST, error_responses
-from api.routes.events_stream import SSE_RESPONSES, LastEventId, event_stream, parse_last_event_id
+from api.routes.events_stream import SSE_RESPONSES, AfterEventId, LastEventId, event_stream
 from api.uploads import JobSubmission, read_job_submission
 from safetune.errors import ErrorCode
 from safetune.repositories import jobs as jobs_repo
-from safetune.schemas import JobCreate, JobEventList, JobEventRead, JobList, JobRead
+from safetune.schemas import JobCreate, JobEventList, JobEventRead, JobList, JobRead, JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 COMMON_ERRORS = (ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.REQUEST_INVALID)
 OWNED_ERRORS = (*COMMON_ERRORS, ErrorCode.JOB_NOT_FOUND)
+
+
+def spec_schema() -> dict[str, Any]:
+    """JobSpec's JSON schema; the models it refers to are in components already (through JobCreate)."""
+    schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
 
 # The body is parsed by read_job_submission (two content types), so describe it for OpenAPI here.
 JOB_BODY = {
@@ -36,7 +45,12 @@ JOB_BODY = {
                             "format": "binary",
                             "description": "JSONL training data",
                         },
-                        "spec": {"type": "string", "description": "JobSpec as a JSON string"},
+                        "spec": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": spec_schema(),
+                            "description": "JobSpec as a JSON string",
+                        },
                     },
                 }
             },
@@ -96,16 +110,11 @@ def create_job(
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[
-        str | None, Query(max_length=64, description="id of the last job of the previous page")
-    ] = None,
+    after: JobCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobList:
     """The tenant's jobs, newest first, paginated with `after`."""
-    cursor = clean_id(after) if after is not None else None
-    if after is not None and cursor is None:
-        cursor = "-"  # cannot name a job: reported as an unknown cursor
-    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=cursor, limit=limit)
+    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=after, limit=limit)
     data = [JobRead.model_validate(job) for job in jobs]
     return JobList(data=data, has_more=has_more, next=data[-1].id if has_more else None)
 
@@ -124,18 +133,14 @@ def get_job(job: OwnedJobDep) -> JobRead:
 def list_job_events(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[
-        int | None, Query(ge=0, le=2**31 - 1, description="id of the last event already seen")
-    ] = None,
+    after: AfterEventId = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     stream: Annotated[bool, Query(description="answer text/event-stream until the job finishes")] = False,
     last_event_id: LastEventId = None,
 ) -> JobEventList | StreamingResponse:
     """The job's event log, oldest first, after event id `after` (`stream=true`: server-sent events)."""
     if stream:
-        return event_stream(
-            job.tenant_id, job.id, after if after is not None else parse_last_event_id(last_event_id)
-        )
+        return event_stream(job.tenant_id, job.id, after if after is not None else last_event_id)
     events, has_more = jobs_repo.list_events(session, job.tenant_id, job.id, after=after, limit=limit)
     return JobEventList(data=[JobEventRead.model_validate(e) for e in events], has_more=has_more)
 

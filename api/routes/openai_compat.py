@@ -1,4 +1,5 @@
-"""OpenAI-compatible fine-tuning API under /v1, for the official `openai` SDK.
+"""OpenAI-compatible fine-tuning API under /v1, for the official `openai` SDK (its files are in
+api/routes/openai_files.py, its models in api/routes/models.py).
 
 The routes read and render OpenAI's shapes; storing, validating, enqueueing and cancelling go through
 the same service and repositories as /files and /jobs (api/job_service.py).
@@ -8,45 +9,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.orm import Session
 
 from api import job_service, openai_mapping
-from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep, clean_id
+from api.cursors import CheckpointCursor, JobCursor, OpenAIEventCursor
+from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep
 from api.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job
 from safetune.openai_schemas import (
     CheckpointPage,
     EventPage,
-    FileObject,
     FineTuningJob,
     FineTuningJobCreate,
     JobPage,
     to_job_spec,
 )
 from safetune.repositories import artifacts
-from safetune.repositories import files as files_repo
 from safetune.repositories import jobs as jobs_repo
 from safetune.schemas import FilePurpose
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 
 IdempotencyKey = Annotated[str | None, Header(max_length=200, pattern=r"^[!-~]+$")]
-
-
-def _purpose(value: str) -> FilePurpose:
-    """OpenAI's "fine-tune" is our training data; our own purposes are accepted as an extension."""
-    if value in openai_mapping.OPENAI_PURPOSES:
-        return openai_mapping.OPENAI_PURPOSES[value]
-    try:
-        return FilePurpose(value)
-    except ValueError:
-        raise SafetuneError(
-            ErrorCode.REQUEST_INVALID,
-            f"purpose {value!r} is not supported; use 'fine-tune' (or 'evaluation' for safety prompts)",
-            param="purpose",
-        ) from None
 
 
 def _render(request: Request, session: Session, tenant_id: str, jobs: list[Job]) -> list[FineTuningJob]:
@@ -62,30 +48,6 @@ def _render(request: Request, session: Session, tenant_id: str, jobs: list[Job])
         )
         for job in jobs
     ]
-
-
-@router.post("/files", response_model=FileObject)
-def create_file(
-    session: SessionDep,
-    tenant: TenantDep,
-    settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="JSONL dataset")],
-    purpose: Annotated[str, Form(max_length=32)],
-    idempotency_key: IdempotencyKey = None,
-) -> FileObject:
-    """Upload a JSONL dataset (purpose "fine-tune"); every line is validated before it is stored."""
-    stored = job_service.store_upload(session, tenant, settings, file, _purpose(purpose), idempotency_key)
-    return openai_mapping.file_object(stored.row)
-
-
-@router.get("/files/{file_id}", response_model=FileObject)
-def retrieve_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileObject:
-    """Metadata of one uploaded file."""
-    cleaned = clean_id(file_id)
-    stored = files_repo.get_file_for_tenant(session, tenant.id, cleaned) if cleaned else None
-    if stored is None:
-        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
-    return openai_mapping.file_object(stored)
 
 
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob)
@@ -116,14 +78,11 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last job seen")] = None,
+    after: JobCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """The organization's jobs, newest first, paginated with `after`."""
-    cursor = clean_id(after) if after is not None else None
-    if after is not None and cursor is None:
-        cursor = "-"  # cannot name a job: reported as an unknown cursor
-    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=cursor, limit=limit)
+    jobs, has_more = jobs_repo.list_jobs(session, tenant.id, after=after, limit=limit)
     return JobPage(data=_render(request, session, tenant.id, jobs), has_more=has_more)
 
 
@@ -143,7 +102,7 @@ def cancel_job(request: Request, session: SessionDep, job: OwnedJobDep) -> FineT
 def list_events(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last event seen")] = None,
+    after: OpenAIEventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> EventPage:
     """The job's events, newest first; `after` pages towards older events."""
@@ -160,7 +119,7 @@ def list_events(
 def list_checkpoints(
     session: SessionDep,
     job: OwnedJobDep,
-    after: Annotated[str | None, Query(max_length=64, description="id of the last checkpoint seen")] = None,
+    after: CheckpointCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> CheckpointPage:
     """The job's checkpoints, newest first; `after` pages towards older ones."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -43,18 +44,21 @@ def _link_mac(secret: str, tenant_id: str, job_id: str, expires: int) -> str:
     return hmac.new(key, f"{tenant_id}.{job_id}.{expires}".encode(), hashlib.sha256).hexdigest()
 
 
+# The only tokens create_report_link mints: tenant id, unix expiry, hex sha256 HMAC. Matching the
+# whole shape first keeps NUL (Postgres rejects it), "²" (str.isdigit() accepts it, int() does not)
+# and non-ASCII MACs (hmac.compare_digest raises on them) away from the lookup and the comparison.
+TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([0-9a-f]{64})")
+
+
 def _job_from_token(session: SessionDep, job_id: str, token: str) -> Job:
-    tenant_id, _, rest = token.partition(".")
-    expires_raw, _, mac = rest.partition(".")
-    tenant = tenants_repo.get_tenant(session, tenant_id) if tenant_id and len(tenant_id) <= 64 else None
-    valid = (
-        tenant is not None
-        and expires_raw.isdigit()
-        and hmac.compare_digest(_link_mac(tenant.webhook_secret, tenant.id, job_id, int(expires_raw)), mac)
-    )
-    if not valid or tenant is None:
+    match = TOKEN_PATTERN.fullmatch(token)
+    tenant = tenants_repo.get_tenant(session, match[1]) if match else None
+    if match is None or tenant is None:
         raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
-    if int(expires_raw) < time.time():
+    expires, mac = int(match[2]), match[3]
+    if not hmac.compare_digest(_link_mac(tenant.webhook_secret, tenant.id, job_id, expires), mac):
+        raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
+    if expires < time.time():
         raise SafetuneError(ErrorCode.AUTH_INVALID, "report link expired; mint a new one", param="token")
     job = jobs_repo.get_job_for_tenant(session, tenant.id, job_id)
     if job is None:
@@ -98,7 +102,7 @@ def get_safety_report_page(
         job = _job_from_token(session, job_id, token)
     else:
         tenant = get_tenant(
-            session, request.app.state.rate_limiter, None, request.headers.get("authorization")
+            request, session, request.app.state.rate_limiter, None, request.headers.get("authorization")
         )
         job = get_owned_job(session, tenant, job_id)
     report = ready_report(session, job)

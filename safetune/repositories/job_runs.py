@@ -26,6 +26,7 @@ from safetune.models import (
     Tenant,
     utcnow,
 )
+from safetune.repositories import job_results
 from safetune.repositories.jobs import add_event, tenant_can_start
 
 
@@ -125,9 +126,11 @@ def mark_succeeded(
     base_harmful_score: float | None,
     tuned_harmful_score: float | None,
 ) -> bool:
-    """Adapter, report and final status land together or not at all (caller's transaction)."""
+    """Adapter, report, result file and final status land together or not at all (caller's
+    transaction)."""
     if not _finish(session, job_id, JobStatus.SUCCEEDED):
         return False
+    job_results.store_results(session, job_id, adapter_zip=adapter_zip, adapter_sha256=adapter_sha256)
     session.add(
         Adapter(job_id=job_id, content=adapter_zip, sha256=adapter_sha256, size_bytes=len(adapter_zip))
     )
@@ -243,13 +246,19 @@ def unclaimed_queued_jobs(session: Session, older_than: timedelta) -> Sequence[s
     )
 
 
-def touch_queued(session: Session, job_id: str, at: datetime) -> None:
-    session.execute(
+def mark_resent(session: Session, job_id: str, at: datetime, reason: str) -> bool:
+    """Restart a still-queued job's wait (so the next reaper tick does not re-send it again) and log
+    why; False when a worker claimed it meanwhile, and then it must not be sent again."""
+    result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(queued_at=at)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(session, job_id, "resent", reason, level="warning")
+    return True
 
 
 def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:

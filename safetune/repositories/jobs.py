@@ -180,3 +180,13 @@ def list_events_newest_first(
         stmt = stmt.where(JobEvent.id < before)
     rows = list(session.scalars(stmt.order_by(JobEvent.id.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
+
+def list_succeeded_jobs(session: Session, tenant_id: str) -> list[Job]:
+    """The tenant's succeeded jobs (its fine-tuned models), oldest first."""
+    stmt = (
+        select(Job)
+        .where(Job.tenant_id == tenant_id, Job.status == JobStatus.SUCCEEDED)
+        .order_by(Job.finished_at, Job.id)
+    )
+    return list(session.scalars(stmt))

@@ -96,3 +96,14 @@ def test_checkpoint_adapters_download_and_best_by_validation_loss(
     assert_error(
         client.get(f"/jobs/{job_id}/checkpoints/x1/adapter", headers=auth_headers), 422, "request_invalid"
     )
+
+
+def test_checkpoint_steps_that_name_no_row(client: TestClient, auth_headers: dict[str, str]) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    path = f"/jobs/{job_id}/checkpoints/{{}}/adapter"
+    # "²" passes str.isdigit() but not int(); a step past int4 overflows the Postgres parameter.
+    for step in ("\u00b2", "abc", "9" * 20, "2147483648"):
+        error = assert_error(client.get(path.format(step), headers=auth_headers), 422, "request_invalid")
+        assert error["param"] == "step"
+    error = assert_error(client.get(path.format(7), headers=auth_headers), 404, "checkpoint_not_found")
+    assert error["param"] == "step"

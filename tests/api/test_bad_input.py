@@ -39,8 +39,15 @@ GOOD_LINE = json.dumps(
             "messages[0].content",
             2,
         ),
+        (
+            GOOD_LINE + b"\n" + GOOD_LINE.replace(b'"q"', b'"q\\ud800"') + b"\n",
+            422,
+            "dataset_encoding",
+            "dataset",
+            2,
+        ),
     ],
-    ids=["malformed-json", "wrong-role", "empty", "non-utf8", "nul"],
+    ids=["malformed-json", "wrong-role", "empty", "non-utf8", "nul", "lone-surrogate"],
 )
 def test_bad_dataset(
     client: TestClient,
@@ -156,6 +163,11 @@ def test_request_body_limit_is_enforced_while_streaming(
             "spec_invalid",
             "hyperparameters.max_seq_len",
         ),
+        (
+            {"base_model": TINY_MODEL, "guard": "sap", "hyperparameters": {"max_seq_len": 64}},
+            "spec_invalid",
+            "hyperparameters.max_seq_len",
+        ),
         ({"base_model": TINY_MODEL, "sap": {"probe_layers": [4]}}, "spec_invalid", "sap.probe_layers"),
         (
             {"base_model": TINY_MODEL, "evaluation": {"max_new_tokens": 0}},
@@ -229,3 +241,64 @@ def test_unknown_route_and_method_use_the_envelope(client: TestClient, auth_head
     assert_error(
         client.get("/jobs", headers=auth_headers, params={"after": "ftjob-unknown"}), 422, "request_invalid"
     )
+
+
+def test_lone_surrogate_escapes_in_any_upload_name_the_line(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    # json.loads reads "\ud800" (an unpaired UTF-16 surrogate escape) into a str that UTF-8 cannot
+    # encode: storing it, or an error message naming it, used to fail as a 500.
+    training = GOOD_LINE + b"\n" + GOOD_LINE.replace(b'"a"', b'"a\\udfff"') + b"\n"
+    in_a_key = GOOD_LINE + b"\n" + GOOD_LINE[:-1] + b', "\\ud800": 1}\n'
+    evaluation = b'{"prompt": "p", "harmful": true}\n{"prompt": "\\ud800", "harmful": true}\n'
+    uploads = [
+        ("/files", "training", training),
+        ("/files", "training", in_a_key),
+        ("/files", "evaluation", evaluation),
+        ("/v1/files", "fine-tune", training),
+    ]
+    for path, purpose, dataset in uploads:
+        response = client.post(
+            path, headers=auth_headers, files={"file": ("d.jsonl", dataset)}, data={"purpose": purpose}
+        )
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "dataset_encoding" and "line 2" in error["message"], error
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def raw_multipart(field: str, filename: bytes, dataset: bytes, **fields: str) -> tuple[bytes, str]:
+    """A multipart body written by hand: httpx would percent-escape control bytes in a filename."""
+    boundary = "rawboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="'.encode()
+        + filename
+        + b'"\r\n\r\n'
+        + dataset
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def test_nul_byte_in_a_multipart_filename(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    # Postgres text cannot hold NUL: the filename used to fail at INSERT as a 500.
+    spec = json.dumps({"base_model": TINY_MODEL})
+    uploads = [
+        ("/files", "file", {"purpose": "training"}),
+        ("/v1/files", "file", {"purpose": "fine-tune"}),
+        ("/jobs", "dataset", {"spec": spec}),
+    ]
+    for path, field, fields in uploads:
+        body, content_type = raw_multipart(field, b"train\x00.jsonl", chat_jsonl(), **fields)
+        response = client.post(path, headers={**auth_headers, "Content-Type": content_type}, content=body)
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("request_invalid", field), error
+        assert "filename" in error["message"]
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}

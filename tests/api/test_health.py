@@ -34,11 +34,15 @@ def test_readyz_reports_what_is_down(client: TestClient, env: dict[str, str], co
         reset_engine()
         queue.reset_client()
         with TestClient(create_app()) as broken:
-            error = assert_error(broken.get("/readyz"), 503, code)
+            ready = broken.get("/readyz")
+            error = assert_error(ready, 503, code)
             assert "127.0.0.1" not in error["message"]
+            assert int(ready.headers["Retry-After"]) >= 1  # like a 429: retry after a pause
             if code == "database_unavailable":
                 # any request touching the DB is a clean 503, never a stack trace
-                error = assert_error(broken.get("/jobs", headers={"Authorization": "Bearer st-x"}), 503, code)
+                jobs = broken.get("/jobs", headers={"Authorization": "Bearer st-x"})
+                assert_error(jobs, 503, code)
+                assert int(jobs.headers["Retry-After"]) >= 1
     get_settings.cache_clear()
     reset_engine()
     queue.reset_client()

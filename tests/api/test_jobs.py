@@ -164,3 +164,26 @@ def test_rejected_submission_sends_nothing(
         assert broker.llen("training") == before
     finally:
         broker.close()
+
+
+def test_sap_minimum_sequence_length_is_per_model_and_only_for_sap(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    def spec(guard: str, max_seq_len: int) -> dict[str, object]:
+        return {"base_model": TINY_MODEL, "guard": guard, "hyperparameters": {"max_seq_len": max_seq_len}}
+
+    error = assert_error(submit_job(client, auth_headers, spec=spec("sap", 255)), 422, "spec_invalid")
+    assert error["param"] == "hyperparameters.max_seq_len" and ">= 256" in error["message"]
+    assert submit_job(client, auth_headers, spec=spec("sap", 256)).status_code == 201
+    assert submit_job(client, auth_headers, spec=spec("none", 64)).status_code == 201
+    v1 = client.post(
+        "/v1/fine_tuning/jobs",
+        headers=auth_headers,
+        json={
+            "model": TINY_MODEL,
+            "training_file": "file-any",
+            "safety": {"guard": "sap", "hyperparameters": {"max_seq_len": 64}},
+        },
+    )
+    assert v1.status_code == 422, v1.text
+    assert v1.json()["error"]["param"] == "safety.hyperparameters.max_seq_len"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from safetune.db import session_scope
-from safetune.models import Job
+from safetune.models import Job, utcnow
 from safetune.openai_schemas import DEFAULT_LEARNING_RATE
 from tests.api.conftest import TINY_MODEL, chat_jsonl, row_counts, set_status
 
@@ -53,7 +55,7 @@ def test_upload_returns_an_openai_file_object(client: TestClient, auth_headers: 
     body = created.json()
     assert body["object"] == "file" and body["id"].startswith("file-")
     assert (body["purpose"], body["status"], body["filename"]) == ("fine-tune", "processed", "train.jsonl")
-    assert isinstance(body["created_at"], int) and body["bytes"] > 0
+    assert isinstance(body["created_at"], int) and body["bytes"] == len(chat_jsonl())  # as uploaded
     assert client.get(f"/v1/files/{body['id']}", headers=auth_headers).json() == body
     # The same file through our own API: one row, purpose training.
     assert client.get(f"/files/{body['id']}", headers=auth_headers).json()["purpose"] == "training"
@@ -208,6 +210,12 @@ def test_cancel_queued_then_events_newest_first(client: TestClient, auth_headers
         f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth_headers, params={"limit": 1}
     ).json()
     assert paged["has_more"] is True
+    # "²" passes str.isdigit() but not int(): a cursor that names no event, not a crash.
+    for cursor in ("ftevent-\u00b2", "ftevent-" + "9" * 20, "ftevent-x"):
+        bad = client.get(
+            f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth_headers, params={"after": cursor}
+        )
+        assert openai_error(bad, 422, "request_invalid")["param"] == "after"
 
 
 def test_status_mapping_and_fine_tuned_model(client: TestClient, auth_headers: dict[str, str]) -> None:
@@ -257,3 +265,30 @@ def test_idempotent_create(client: TestClient, auth_headers: dict[str, str], ten
     assert first["id"] == again["id"] and row_counts(tenant[0])["jobs"] == 1
     conflict = client.post("/v1/fine_tuning/jobs", headers=key, json={**body, "suffix": "x"})
     openai_error(conflict, 409, "idempotency_conflict")
+
+
+def test_running_job_has_an_estimated_finish_and_a_succeeded_one_its_results(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = create_job(client, auth_headers).json()["id"]
+    started = utcnow() - timedelta(seconds=100)
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", started_at=started, step=25, total_steps=100)
+        )
+    job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth_headers).json()
+    # 25 of 100 steps in ~100 s: about 400 s after the start.
+    assert abs(job["estimated_finish"] - (int(started.timestamp()) + 400)) <= 5
+    assert (job["trained_tokens"], job["result_files"]) == (None, [])
+
+    result = upload(client, auth_headers).json()["id"]
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="succeeded", finished_at=utcnow(), trained_tokens=1234, result_file_id=result)
+        )
+    job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth_headers).json()
+    assert (job["estimated_finish"], job["trained_tokens"], job["result_files"]) == (None, 1234, [result])

@@ -7,6 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 
 from safetune.db import session_scope
@@ -155,6 +156,24 @@ def test_signed_link_opens_the_page_without_a_key_and_only_for_that_job(
     monkeypatch.setattr(time, "time", lambda: real_time() + 16 * 60)
     error = assert_error(client.get(f"{url.path}?{url.query}"), 401, "auth_invalid")
     assert "expired" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda tenant_id: "%00.1.x",  # NUL would reach the tenant lookup (Postgres rejects it)
+        lambda tenant_id: f"{tenant_id}.\u00b2.x",  # str.isdigit() accepts "²", int() does not
+        lambda tenant_id: f"{tenant_id}.1.\u00e9",  # hmac.compare_digest refuses non-ASCII str
+        lambda tenant_id: f"{tenant_id}.{'9' * 30}.{'0' * 64}",
+    ],
+    ids=["nul-tenant", "superscript-expiry", "non-ascii-mac", "huge-expiry"],
+)
+def test_malformed_link_tokens_are_401_not_500(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str], make_token: Any
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    response = client.get(f"/jobs/{job_id}/safety-report.html?token={make_token(tenant[0])}")
+    assert assert_error(response, 401, "auth_invalid")["param"] == "token"
 
 
 def test_webhook_secret_is_readable_by_the_tenant(client: TestClient, auth_headers: dict[str, str]) -> None:

@@ -126,3 +126,19 @@ def test_stream_is_tenant_scoped(
     assert_error(
         client.get(f"/jobs/{job_id}/events", headers=other, params={"stream": "true"}), 404, "job_not_found"
     )
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    [b"\xb2", b"9" * 20, b"-1"],  # b"\xb2" is "²" in latin-1, how ASGI decodes header bytes
+    ids=["superscript", "int4-overflow", "negative"],
+)
+@pytest.mark.parametrize("route", ["/events/stream", "/events?stream=true"])
+def test_a_last_event_id_that_names_no_event_is_rejected_before_the_stream(
+    client: TestClient, auth_headers: dict[str, str], route: str, last_event_id: bytes
+) -> None:
+    # A 200 followed by a stream that dies mid-way makes EventSource reconnect forever; a 4xx stops it.
+    job_id = new_job(client, auth_headers)
+    headers: dict[str, Any] = {**auth_headers, "Last-Event-ID": last_event_id}
+    response = client.get(f"/jobs/{job_id}{route}", headers=headers)
+    assert assert_error(response, 422, "request_invalid")["param"] == "Last-Event-ID"

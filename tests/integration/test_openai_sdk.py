@@ -16,10 +16,11 @@ pytestmark = pytest.mark.integration
 
 SAMPLE = REPO / "sap_core" / "resources" / "datasets" / "sample_chat.jsonl"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-# 8 examples, batch 4, max 2 steps, a checkpoint every step; the smallest safety evaluation.
+# 8 examples, batch 4, max 2 steps, no periodic checkpoints (the job still lists its final one);
+# the smallest safety evaluation.
 SAFETY = {
     "guard": "none",
-    "hyperparameters": {"max_steps": 2, "checkpoint_every": 1, "max_seq_len": 384},
+    "hyperparameters": {"max_steps": 2, "checkpoint_every": 0, "max_seq_len": 384},
     "evaluation": {"max_prompts": 4, "max_new_tokens": 8},
 }
 
@@ -59,6 +60,9 @@ def test_openai_sdk_end_to_end(sdk: OpenAI, start_worker: Callable[..., Any]) ->
 
     listed = [j.id for j in sdk.fine_tuning.jobs.list(limit=1)]  # auto-pagination through `after`
     assert listed == [second.id, job.id]
+    with pytest.raises(openai.ConflictError) as in_use:  # the first job has not finished
+        sdk.files.delete(uploaded.id)
+    assert in_use.value.code == "file_in_use"
 
     final = wait_for(
         lambda: sdk.fine_tuning.jobs.retrieve(job.id).model_dump(),
@@ -77,8 +81,38 @@ def test_openai_sdk_end_to_end(sdk: OpenAI, start_worker: Callable[..., Any]) ->
     assert [e.id for e in events] == sorted((e.id for e in events), key=lambda i: -int(i.split("-")[1]))
 
     checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert [c.step_number for c in checkpoints] == [2, 1]
-    assert checkpoints[0].fine_tuning_job_id == job.id and checkpoints[0].metrics.train_loss is not None
+    assert [c.step_number for c in checkpoints] == [2]  # the final one, with checkpoint_every 0
+    final_checkpoint = checkpoints[0]
+    assert final_checkpoint.fine_tuning_job_id == job.id and final_checkpoint.metrics.train_loss is not None
+    assert final_checkpoint.fine_tuned_model_checkpoint == f"{final['fine_tuned_model']}:ckpt-step-2"
+
+    assert final["trained_tokens"] > 0 and len(final["result_files"]) == 1
+    (result_id,) = final["result_files"]
+    result = sdk.files.retrieve(result_id)
+    assert (result.purpose, result.filename) == ("fine-tune-results", "step_metrics.csv")
+    rows = [line.split(",") for line in sdk.files.content(result_id).text.splitlines()]
+    assert rows[0][:3] == ["step", "train_loss", "valid_loss"]
+    assert [int(row[0]) for row in rows[1:]] == [1, 2]
+    assert float(rows[2][1]) == pytest.approx(final_checkpoint.metrics.train_loss)
+    assert sum(int(row[4]) for row in rows[1:]) == final["trained_tokens"]
+
+    models = [m.id for m in sdk.models.list()]
+    assert models[0] == "tiny-random-llama" and models[-1] == final["fine_tuned_model"]
+    assert sdk.models.retrieve(final["fine_tuned_model"]).owned_by == final["organization_id"]
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve(f"ft:tiny-random-llama:other:{job.id}")
+
+    second_upload = sdk.files.create(file=("more.jsonl", data), purpose="fine-tune")
+    tuning = [f.id for f in sdk.files.list(purpose="fine-tune", limit=1)]  # auto-pagination
+    assert tuning == [second_upload.id, uploaded.id]
+    assert {f.id for f in sdk.files.list()} == {second_upload.id, uploaded.id, result_id}
+    assert sdk.files.content(uploaded.id).content.count(b"\n") == 8
+    deleted = sdk.files.delete(uploaded.id)  # its jobs have finished: allowed
+    assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+    assert [f.id for f in sdk.files.list(purpose="fine-tune")] == [second_upload.id]
+    assert sdk.fine_tuning.jobs.retrieve(job.id).training_file == uploaded.id
+    with pytest.raises(openai.NotFoundError):
+        sdk.files.retrieve(uploaded.id)
 
     with pytest.raises(openai.NotFoundError) as missing:
         sdk.fine_tuning.jobs.retrieve("ftjob-missing")

@@ -78,6 +78,22 @@ def test_blank_lines_and_crlf_are_tolerated_and_line_numbers_stay_true() -> None
     assert (err.code, err.line, err.param) == (ErrorCode.DATASET_INVALID_LINE, 4, "messages")
 
 
+def test_blank_lines_do_not_count_toward_the_line_limit() -> None:
+    # The README tolerates blank lines; an editor's spacing must not turn into dataset_too_large.
+    limits = DatasetLimits(max_bytes=10_000, max_lines=2, max_line_bytes=4096)
+    assert (
+        parse_dataset(jsonl(chat()) + b"\n\n  \n\r\n" + jsonl(chat()), "training", limits).num_examples == 2
+    )
+    assert fails(jsonl(chat(), chat(), chat()), limits=limits).code is ErrorCode.DATASET_TOO_LARGE
+
+
+def test_size_is_the_uploaded_size_not_the_normalised_one() -> None:
+    # prompt/completion grows into chat messages when normalised; the client sent fewer bytes.
+    data = jsonl(*[{"prompt": "p", "completion": "c"}] * 3)
+    parsed = parse_dataset(data, "training", LIMITS)
+    assert parsed.size_bytes == len(data) < len(parsed.normalized_jsonl)
+
+
 @pytest.mark.parametrize(
     ("line2", "param"),
     [
@@ -128,6 +144,16 @@ def test_non_utf8_on_line_3_reports_line_3() -> None:
 def test_nul_character_is_rejected_with_its_field() -> None:
     err = fails(jsonl(chat(), chat("a\u0000b")))
     assert (err.line, err.param) == (2, "messages[0].content")
+
+
+def test_lone_surrogate_escape_is_an_encoding_error_on_its_line() -> None:
+    # json.dumps writes "\ud800" for a lone surrogate and "\ud83d\ude00" for an emoji: only the pair is text.
+    err = fails(jsonl(chat(), chat("a\ud800b")))
+    assert (err.code, err.line, err.param) == (ErrorCode.DATASET_ENCODING, 2, "dataset")
+    assert "surrogate" in err.message
+    assert fails(jsonl({"prompt": "p", "harmful": True, "category": "\udfff"}), "evaluation").line == 1
+    parsed = parse_dataset(jsonl(chat("smile \U0001f600")), "training", LIMITS)
+    assert parsed.examples[0][0]["content"] == "smile \U0001f600"
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n  \n"])

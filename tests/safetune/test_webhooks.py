@@ -34,6 +34,13 @@ def test_tampered_body_wrong_secret_and_garbage_are_rejected() -> None:
     assert not verify_signature(SECRET, "t=abc,v1=00", BODY)
 
 
+@pytest.mark.parametrize("stamp", ["²", "١٧٠٠٠٠٠٠٠٠", "9" * 400, "9" * 5000, "-5", "+5", " 5"])
+def test_a_timestamp_that_is_not_a_short_ascii_number_is_rejected_without_raising(stamp: str) -> None:
+    """'t=²' raised ValueError out of verify_signature (str.isdigit() accepts it; int() does not)."""
+    signature = sign(SECRET, BODY, int(time.time())).split(",", 1)[1]
+    assert verify_signature(SECRET, f"t={stamp},{signature}", BODY) is False
+
+
 def test_old_or_future_timestamp_is_rejected() -> None:
     now = time.time()
     old = sign(SECRET, BODY, int(now) - 301)

@@ -99,6 +99,10 @@ def test_queued_job_older_than_threshold_is_resent(
 
     reaper.reap()  # within the threshold again: no second copy
     assert sent_job_ids().count(lost) == 1
+    # The re-send is visible in the job's log, so a user can see why the job waited.
+    resent = [m for t, m in events(lost) if t == "resent"]
+    assert len(resent) == 1 and "no worker claimed" in resent[0]
+    assert "resent" not in [t for t, _ in events(recent)]
 
 
 def test_two_reapers_at_once_requeue_a_job_once(

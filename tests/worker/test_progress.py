@@ -1,0 +1,154 @@
+"""ProgressWriter keeps every step's metrics, and a job's success turns them into its result file
+(the metrics CSV), trained_tokens and a final checkpoint; driven with the events the training child
+emits, against the real database."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from safetune.db import session_scope
+from safetune.models import Checkpoint, Job, StoredFile
+from safetune.repositories import job_runs
+from worker.progress import ProgressWriter
+
+
+def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> dict[str, object]:
+    return {
+        "event": "step",
+        "step": n,
+        "total_steps": 3,
+        "loss": loss,
+        "lr": 1e-4 * n,
+        "tokens_per_second": tokens_per_second,
+        "elapsed_seconds": elapsed,
+    }
+
+
+def run_attempt(job_id: str, events: list[dict[str, object]]) -> None:
+    writer = ProgressWriter(job_id, heartbeat_seconds=0.0)
+    writer.plan({"total_steps": 3, "num_examples": 8})
+    for event in events:
+        if event["event"] == "eval":
+            writer.validation(event)
+        else:
+            writer.step(event)
+        assert writer.tick() == (True, False)  # writes what is pending, every time (heartbeat 0 s)
+    writer.flush()
+
+
+def succeed(job_id: str) -> None:
+    with session_scope() as session:
+        assert job_runs.mark_succeeded(
+            session,
+            job_id,
+            adapter_zip=b"final-adapter",
+            adapter_sha256="f" * 64,
+            report={"schema_version": 1},
+            verdict="pass",
+            base_harmful_score=None,
+            tuned_harmful_score=None,
+        )
+
+
+def claim(job_id: str) -> None:
+    with session_scope() as session:
+        assert job_runs.claim_job(session, job_id, "test-worker")
+
+
+def result_rows(job_id: str) -> tuple[Job, StoredFile, list[dict[str, str]]]:
+    with session_scope() as session:
+        job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        assert job.result_file_id is not None
+        stored = session.execute(select(StoredFile).where(StoredFile.id == job.result_file_id)).scalar_one()
+        content = session.execute(select(StoredFile.content).where(StoredFile.id == stored.id)).scalar_one()
+    return job, stored, list(csv.DictReader(io.StringIO(content.decode())))
+
+
+def test_success_stores_the_metrics_csv_trained_tokens_and_the_final_checkpoint(
+    worker_settings: Callable[..., None], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    claim(job_id)
+    # The child reports a step's validation before the step itself (sap_core.train.finetune).
+    run_attempt(
+        job_id,
+        [
+            step(1, 2.0, tokens_per_second=100.0, elapsed=2.0),  # 200 tokens in 2 s
+            {"event": "eval", "step": 2, "val_loss": 1.75},
+            step(2, 1.5, tokens_per_second=50.0, elapsed=3.0),  # 50 in the next 1 s
+            step(3, 1.25, tokens_per_second=10.0, elapsed=3.5),  # 5 in 0.5 s
+        ],
+    )
+    succeed(job_id)
+
+    job, stored, rows = result_rows(job_id)
+    assert job.trained_tokens == 255
+    assert (stored.tenant_id, stored.purpose, stored.format, stored.num_examples) == (
+        job.tenant_id,
+        "fine-tune-results",
+        "csv",
+        3,
+    )
+    assert list(rows[0]) == ["step", "train_loss", "valid_loss", "learning_rate", "tokens", "elapsed_seconds"]
+    assert [(r["step"], r["train_loss"], r["valid_loss"], r["tokens"]) for r in rows] == [
+        ("1", "2.0", "", "200"),
+        ("2", "1.5", "1.75", "50"),
+        ("3", "1.25", "", "5"),
+    ]
+    with session_scope() as session:
+        checkpoints = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)).scalars().all()
+        assert [(c.step, c.train_loss, c.sha256) for c in checkpoints] == [(3, 1.25, "f" * 64)]
+        adapter = session.execute(
+            select(Checkpoint.adapter_zip).where(Checkpoint.job_id == job_id)
+        ).scalar_one()
+    assert adapter == b"final-adapter"
+
+
+def save_checkpoint(job_id: str, at: int, sha: str) -> None:
+    with session_scope() as session:
+        job_runs.save_checkpoint(
+            session,
+            job_id,
+            step=at,
+            train_loss=1.0,
+            val_loss=None,
+            adapter_zip=b"z",
+            state_zip=b"s",
+            sha256=sha,
+        )
+
+
+def test_a_resumed_attempt_replaces_the_steps_it_repeats_and_a_saved_final_checkpoint_is_kept(
+    worker_settings: Callable[..., None], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    claim(job_id)
+    run_attempt(job_id, [step(1, 2.0, 100.0, 1.0), step(2, 1.9, 100.0, 2.0)])
+    save_checkpoint(job_id, 1, "a" * 64)
+    # The worker died after step 2; the next attempt resumes from the step-1 checkpoint, its clock
+    # starts again, and checkpoint_every saves step 3 itself.
+    with session_scope() as session:
+        assert job_runs.requeue(session, job_id, "test")
+    claim(job_id)
+    run_attempt(job_id, [step(2, 1.5, 10.0, 1.0), step(3, 1.0, 10.0, 2.0)])
+    save_checkpoint(job_id, 3, "c" * 64)
+    succeed(job_id)
+
+    job, _stored, rows = result_rows(job_id)
+    assert [(r["step"], r["train_loss"], r["tokens"]) for r in rows] == [
+        ("1", "2.0", "100"),
+        ("2", "1.5", "10"),
+        ("3", "1.0", "10"),
+    ]
+    assert job.trained_tokens == 120
+    with session_scope() as session:
+        found = session.execute(
+            select(Checkpoint.step, Checkpoint.sha256)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step)
+        ).all()
+    assert [tuple(c) for c in found] == [(1, "a" * 64), (3, "c" * 64)]  # no second copy of step 3
