@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=120.0, gt=0)
     requeue_queued_after_seconds: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    watchdog_step_factor: float = Field(
+        default=10.0, gt=1, description="fail a training child silent for this many typical step times"
+    )
+    watchdog_min_seconds: float = Field(
+        default=600.0, gt=0, description="...but never sooner than this (also the wait for step 1)"
+    )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     admin_token: str = Field(default=PLACEHOLDER_SECRET, description="guards the admin CLI/HTTP endpoints")

@@ -49,9 +49,10 @@ def worker_settings(
 
 @pytest.fixture()
 def make_job(database_url: str) -> Callable[..., str]:
-    """make_job(**column_overrides) -> job id: a committed queued job of a fresh tenant."""
+    """make_job(spec=None, **column_overrides) -> job id: a committed queued job of a fresh tenant
+    (`spec`: JobSpec fields on top of the tiny model without a guard)."""
 
-    def _make(**columns: object) -> str:
+    def _make(spec: dict[str, object] | None = None, **columns: object) -> str:
         with session_scope() as session:
             tenant = tenants_repo.create_tenant(session, f"worker-{uuid.uuid4().hex[:10]}")
             stored = files_repo.create_file(
@@ -61,8 +62,9 @@ def make_job(database_url: str) -> Callable[..., str]:
                 filename="t.jsonl",
                 dataset=parse_dataset(DATA, "training", DatasetLimits(10_000, 10, 1000)),
             )
-            spec = JobSpec.model_validate({"base_model": "tiny-random-llama", "guard": "none"})
-            job_id = jobs_repo.create_job(session, tenant.id, spec, training_file_id=stored.id).id
+            fields = {"base_model": "tiny-random-llama", "guard": "none", **(spec or {})}
+            job_spec = JobSpec.model_validate(fields)
+            job_id = jobs_repo.create_job(session, tenant.id, job_spec, training_file_id=stored.id).id
         if columns:
             set_columns(job_id, **columns)
         return job_id
