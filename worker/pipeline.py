@@ -21,7 +21,7 @@ from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
 from safetune.queue import enqueue_training
-from safetune.repositories import job_runs
+from safetune.repositories import job_queue, job_runs
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.db_retry import is_transient, with_db_retry
@@ -30,7 +30,6 @@ from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
 
-TENANT_BUSY_RETRY_SECONDS = 15.0
 
 
 def worker_identity() -> str:
@@ -42,13 +41,15 @@ def run_job(job_id: str) -> None:
     settings = get_settings()
     with session_scope() as session:
         busy = job_runs.tenant_at_capacity(session, job_id, settings.max_concurrent_jobs_per_tenant)
+        if busy:
+            # The tenant's other jobs hold all of its slots, so that one tenant cannot occupy every
+            # GPU while others wait. The job waits parked, without a message; re-sending it from here
+            # would multiply its messages (and spin the embedded runner). The reaper wakes it.
+            job_queue.park(session, job_id)
         claimed = not busy and job_runs.claim_job(session, job_id, worker_identity())
         attempt = job_runs.load_job(session, job_id).attempt if claimed else 0
     if busy:
-        # The tenant's other jobs hold all of its slots: leave this one queued and look again later,
-        # so one tenant cannot occupy every GPU while others wait.
-        log.info("tenant at its concurrent-job limit; retrying later", extra={"job_id": job_id})
-        enqueue_training(job_id, countdown=TENANT_BUSY_RETRY_SECONDS)
+        log.info("tenant at its concurrent-job limit; job parked", extra={"job_id": job_id})
         return
     if not claimed:
         log.info("job not claimable (already taken, finished or cancelled)", extra={"job_id": job_id})

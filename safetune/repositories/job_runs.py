@@ -7,7 +7,7 @@ or a worker racing a cancel request can never both win.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -226,29 +226,6 @@ def stale_active_jobs(session: Session, older_than: timedelta) -> Sequence[Job]:
         )
         .scalars()
         .all()
-    )
-
-
-def unclaimed_queued_jobs(session: Session, older_than: timedelta) -> Sequence[str]:
-    cutoff = utcnow() - older_than
-    return (
-        session.execute(
-            select(Job.id).where(
-                Job.status == JobStatus.QUEUED,
-                ((Job.queued_at.is_(None)) & (Job.created_at < cutoff)) | (Job.queued_at < cutoff),
-            )
-        )
-        .scalars()
-        .all()
-    )
-
-
-def touch_queued(session: Session, job_id: str, at: datetime) -> None:
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(queued_at=at)
-        .execution_options(synchronize_session=False)
     )
 
 
