@@ -51,12 +51,18 @@ def event_data(job_id: str, kind: str) -> list[dict[str, Any]]:
 
 
 def training_children(job_id: str) -> list[psutil.Process]:
+    """Live (not zombie) training processes of this job, found by their command line."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "worker.training_process" in cmdline and job_id in cmdline:
-            found.append(proc)
-    return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if "worker.training_process" not in cmdline or job_id not in cmdline:
+            continue
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 class JobThread:
