@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "safetune"
 PLACEHOLDER_SECRET = "change-me"
+HOST_NAME = re.compile(r"(?i)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?")
 
 
 class Settings(BaseSettings):
@@ -43,9 +46,19 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(default=120.0, gt=0)
     requeue_queued_after_seconds: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    watchdog_step_factor: float = Field(
+        default=10.0, gt=1, description="fail a training child silent for this many typical step times"
+    )
+    watchdog_min_seconds: float = Field(
+        default=600.0, gt=0, description="...but never sooner than this (also the wait for step 1)"
+    )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     admin_token: str = Field(default=PLACEHOLDER_SECRET, description="guards the admin CLI/HTTP endpoints")
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated host names or CIDRs that may receive webhooks although not public",
+    )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="POSTs per event, first included")
     webhook_backoff_seconds: float = Field(
@@ -57,6 +70,20 @@ class Settings(BaseSettings):
     def _allowed_database_scheme(cls, value: str) -> str:
         if value and not value.startswith(("postgresql+psycopg://", "sqlite://")):
             raise ValueError("database_url must start with postgresql+psycopg:// or sqlite://")
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _host_names_or_networks(cls, value: str) -> str:
+        for raw in value.split(","):
+            entry = raw.strip().strip("[]")
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not HOST_NAME.fullmatch(entry):
+                    raise ValueError(f"webhook_allowed_hosts: {entry!r} is not a host name or CIDR") from None
         return value
 
     @model_validator(mode="after")

@@ -39,6 +39,8 @@ class ErrorCode(Enum):
     BROKER_UNAVAILABLE = ("broker_unavailable", 503)
     # job failure codes (stored on the job, not HTTP responses)
     TRAINING_FAILED = ("training_failed", 500)
+    TRAINING_DIVERGED = ("training_diverged", 422)  # the loss became NaN/inf: the spec or data, not us
+    TRAINING_STALLED = ("training_stalled", 500)
     WORKER_LOST = ("worker_lost", 500)
 
     @property

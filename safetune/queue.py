@@ -29,11 +29,11 @@ def _celery_client() -> Any:
     return Celery("safetune-client", broker=settings.broker_url, set_as_current=False)
 
 
-def enqueue_training(job_id: str, countdown: float | None = None) -> None:
+def enqueue_training(job_id: str) -> None:
     """Hand a committed job to the workers. Losing the message is survivable: the reaper re-sends.
 
-    `countdown` delays delivery (a worker found the tenant at its concurrency limit). The embedded
-    runner has a single slot, so it never needs a delay.
+    Never called in a loop for one job: a job whose tenant is busy waits parked, without a message
+    (safetune.repositories.job_queue), until the reaper sees a free slot.
     """
     settings = get_settings()
     if settings.embedded:
@@ -41,7 +41,7 @@ def enqueue_training(job_id: str, countdown: float | None = None) -> None:
         importlib.import_module("worker.embedded").submit(job_id)
         return
     try:
-        _celery_client().send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE, countdown=countdown)
+        _celery_client().send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE)
     except Exception as exc:  # kombu raises OperationalError and friends
         # The job row is committed and durable; failing the request now would invite a duplicate
         # submission. The reaper re-sends queued jobs that no worker picked up.

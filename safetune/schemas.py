@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 from safetune.base_models import REGISTRY, get_base_model
 from safetune.errors import ErrorCode, SafetuneError
+from safetune.webhook_targets import WebhookTargetRejected, check_webhook_url
 
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -153,6 +154,16 @@ class JobSpec(InputSchema):
     webhook_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
     screening: Screening = Field(default_factory=Screening)
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _receiver_allowed(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_webhook_url(value)  # resolved again at every delivery
+            except WebhookTargetRejected as exc:
+                raise SafetuneError(ErrorCode.SPEC_INVALID, str(exc), param="webhook_url") from exc
+        return value
 
     @field_validator("base_model")
     @classmethod

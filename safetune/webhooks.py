@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.repositories import webhooks as webhooks_repo
+from safetune.webhook_targets import WebhookHostUnresolved, WebhookTargetRejected, check_webhook_url
 
 log = logging.getLogger("safetune.webhooks")
 
@@ -118,34 +119,46 @@ def deliver(
 ) -> bool:
     """POST the event until a 2xx or ``max_attempts`` tries, sleeping backoff * 2**(n-1) between.
 
-    Each attempt is re-signed (fresh timestamp) and reported to ``record(attempt, status, error,
-    delivered)``. Returns whether any attempt got a 2xx.
+    Each attempt resolves and checks the host again (safetune.webhook_targets) and connects to the
+    address it checked; a host that is not allowed ends the delivery at once. Each attempt is
+    re-signed (fresh timestamp) and reported to ``record(attempt, status, error, delivered)``.
+    Returns whether any attempt got a 2xx.
     """
     body = json.dumps(event_body, separators=(",", ":")).encode()
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for attempt in range(1, max_attempts + 1):
             status_code: int | None = None
             error: str | None = None
+            refused = False
             try:
+                target = check_webhook_url(url)
                 response = client.post(
-                    url,
+                    target.pinned_url(),
                     content=body,
                     headers={
+                        "host": target.host_header,
                         "content-type": "application/json",
                         "user-agent": "safetune-webhooks/1",
                         SIGNATURE_HEADER: sign(secret, body, int(time.time())),
                         EVENT_ID_HEADER: str(event_body["id"]),
                     },
+                    # TLS is negotiated and verified for the host name, not the pinned address.
+                    extensions={"sni_hostname": target.host},
                 )
                 status_code = response.status_code
                 if not response.is_success:
                     error = f"HTTP {status_code}"
+            except WebhookTargetRejected as exc:
+                error = f"refused: {exc}"[:1000]
+                refused = not isinstance(exc, WebhookHostUnresolved)  # DNS may come back; a policy won't
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:1000]
             delivered = error is None
             record(attempt, status_code, error, delivered)
             if delivered:
                 return True
+            if refused:
+                return False
             if attempt < max_attempts:
                 time.sleep(backoff_seconds * 2 ** (attempt - 1))
     return False

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import zipfile
 from pathlib import Path
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def zip_dir(folder: Path) -> bytes:
@@ -30,3 +33,16 @@ def unzip_to(content: bytes, folder: Path) -> None:
 
 def sha256_hex(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
+
+
+def zip_adapter(adapter_dir: Path) -> bytes:
+    """Only the two PEFT files go into a user-facing archive, whatever else the folder holds."""
+    staging = adapter_dir.parent / f".{adapter_dir.name}-export"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in ADAPTER_FILES:
+        shutil.copy2(adapter_dir / name, staging / name)
+    try:
+        return zip_dir(staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -8,46 +8,28 @@ all of its memory, a crash in training cannot take the Celery worker down, and a
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty, Queue
-from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
 from safetune.queue import enqueue_training
-from safetune.repositories import job_runs
-from worker import shutdown
-from worker.archives import sha256_hex, unzip_to, zip_dir
-from worker.db_retry import with_db_retry
-from worker.progress import ProgressWriter
+from safetune.repositories import job_queue, job_runs
+from worker import finite_json, shutdown
+from worker.archives import sha256_hex, unzip_to, zip_adapter
+from worker.db_retry import is_transient, with_db_retry
+from worker.progress import HeartbeatLost
+from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
 
-STOP_FILE = "STOP"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-KILL_GRACE_SECONDS = 20.0
-TENANT_BUSY_RETRY_SECONDS = 15.0
-
-
-@dataclass
-class ChildOutcome:
-    done: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    stop_reason: str | None = None  # "cancel" | "shutdown"
-    return_code: int | None = None
-    stderr_tail: str = ""
 
 
 def worker_identity() -> str:
@@ -59,13 +41,15 @@ def run_job(job_id: str) -> None:
     settings = get_settings()
     with session_scope() as session:
         busy = job_runs.tenant_at_capacity(session, job_id, settings.max_concurrent_jobs_per_tenant)
+        if busy:
+            # The tenant's other jobs hold all of its slots, so that one tenant cannot occupy every
+            # GPU while others wait. The job waits parked, without a message; re-sending it from here
+            # would multiply its messages (and spin the embedded runner). The reaper wakes it.
+            job_queue.park(session, job_id)
         claimed = not busy and job_runs.claim_job(session, job_id, worker_identity())
         attempt = job_runs.load_job(session, job_id).attempt if claimed else 0
     if busy:
-        # The tenant's other jobs hold all of its slots: leave this one queued and look again later,
-        # so one tenant cannot occupy every GPU while others wait.
-        log.info("tenant at its concurrent-job limit; retrying later", extra={"job_id": job_id})
-        enqueue_training(job_id, countdown=TENANT_BUSY_RETRY_SECONDS)
+        log.info("tenant at its concurrent-job limit; job parked", extra={"job_id": job_id})
         return
     if not claimed:
         log.info("job not claimable (already taken, finished or cancelled)", extra={"job_id": job_id})
@@ -74,9 +58,14 @@ def run_job(job_id: str) -> None:
     log.info("job claimed", extra={"job_id": job_id, "attempt": attempt})
     try:
         _prepare_inputs(job_id, job_dir)
-        outcome = _supervise_child(job_id, job_dir)
+        outcome = supervise_child(job_id, job_dir)  # the child is stopped when this returns or raises
         _record_outcome(job_id, job_dir, outcome)
     except Exception as exc:  # never leave a claimed job running: fail it with the reason
+        if isinstance(exc, HeartbeatLost) or (isinstance(exc, DBAPIError) and is_transient(exc)):
+            # Nothing can be written now; the stale heartbeat lets the reaper requeue the job (it
+            # resumes from its last checkpoint), which beats failing a run for a database outage.
+            log.error("database unreachable: training stopped, left to the reaper", extra={"job_id": job_id})
+            return
         log.exception("job crashed in the worker", extra={"job_id": job_id})
         with session_scope() as session:
             job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL.code, f"worker error: {exc}")
@@ -124,132 +113,10 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
     (job_dir / "request.json").write_text(json.dumps(request))
 
 
-def _spawn_child(job_dir: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker.training_process", str(job_dir)],
-        stdout=subprocess.PIPE,
-        stderr=(job_dir / "stderr.log").open("wb"),
-        text=True,
-        env=env,
-    )
-
-
-def _read_events(stream: Any, sink: Queue[dict[str, Any] | None]) -> None:
-    for line in stream:
-        try:
-            sink.put(json.loads(line))
-        except json.JSONDecodeError:
-            log.debug("non-event output from child: %s", line.rstrip())
-    sink.put(None)  # end of stream
-
-
-def _supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
-    settings = get_settings()
-    child = _spawn_child(job_dir)
-    events: Queue[dict[str, Any] | None] = Queue()
-    threading.Thread(target=_read_events, args=(child.stdout, events), daemon=True).start()
-    outcome = ChildOutcome()
-    progress = ProgressWriter(job_id, heartbeat_seconds=settings.heartbeat_seconds)
-    kill_at: float | None = None
-    stream_open = True
-    while stream_open or child.poll() is None:
-        try:
-            event = events.get(timeout=0.5)
-        except Empty:
-            event = {}
-        if event is None:
-            stream_open = False
-        elif event:
-            with_db_retry(
-                functools.partial(_handle_event, job_id, event, outcome, progress),
-                what=f"event {event.get('event')}",
-            )
-        if outcome.stop_reason is None:
-            still_active, cancel = progress.tick()
-            if cancel or not still_active:
-                outcome.stop_reason = "cancel"
-            elif shutdown.requested():
-                outcome.stop_reason = "shutdown"
-            if outcome.stop_reason:
-                # Ask politely (the child checks for this file between steps), then insist.
-                (job_dir / STOP_FILE).write_text(outcome.stop_reason)
-                kill_at = time.monotonic() + KILL_GRACE_SECONDS
-        if kill_at is not None and time.monotonic() > kill_at and child.poll() is None:
-            child.kill()
-            kill_at = None
-        if not stream_open and child.poll() is None:
-            child.wait(timeout=KILL_GRACE_SECONDS)
-    outcome.return_code = child.returncode
-    outcome.stderr_tail = _tail(job_dir / "stderr.log")
-    progress.flush()
-    return outcome
-
-
-def _handle_event(
-    job_id: str, event: dict[str, Any], outcome: ChildOutcome, progress: ProgressWriter
-) -> None:
-    kind = event.get("event")
-    if kind == "stage":
-        progress.stage(event["stage"])
-    elif kind == "plan":
-        progress.plan(event)
-    elif kind == "step":
-        progress.step(event)
-    elif kind == "eval":
-        progress.validation(event)
-    elif kind == "checkpoint":
-        _store_checkpoint(job_id, event)
-    elif kind == "screening":
-        with session_scope() as session:
-            job_runs.add_event(
-                session,
-                job_id,
-                "screening",
-                f"data screening: {event['flagged_share']:.1%} of examples flagged as harmful",
-                data={k: v for k, v in event.items() if k != "event"},
-                level="warning" if event["flagged_lines"] else "info",
-            )
-    elif kind == "base_eval":
-        with session_scope() as session:
-            job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])
-    elif kind == "done":
-        outcome.done = event
-    elif kind == "error":
-        outcome.error = event
-
-
-def _store_checkpoint(job_id: str, event: dict[str, Any]) -> None:
-    folder = Path(event["path"])
-    adapter_dir = folder / "adapter" if (folder / "adapter").is_dir() else folder
-    adapter_zip = _zip_adapter(adapter_dir)
-    with session_scope() as session:
-        job_runs.save_checkpoint(
-            session,
-            job_id,
-            step=int(event["step"]),
-            train_loss=event.get("train_loss"),
-            val_loss=event.get("val_loss"),
-            adapter_zip=adapter_zip,
-            state_zip=zip_dir(folder),
-            sha256=sha256_hex(adapter_zip),
-        )
-
-
-def _zip_adapter(adapter_dir: Path) -> bytes:
-    """Only the two PEFT files go into a user-facing archive, whatever else the folder holds."""
-    staging = adapter_dir.parent / f".{adapter_dir.name}-export"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in ADAPTER_FILES:
-        shutil.copy2(adapter_dir / name, staging / name)
-    try:
-        return zip_dir(staging)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
+    if outcome.stop_reason == "lost":  # reaped while we could not heartbeat: the job is not ours now
+        log.warning("job no longer active here; its outcome is not recorded", extra={"job_id": job_id})
+        return
     # The result of a whole training run must survive a Postgres blip at the very end.
     with_db_retry(lambda: _record_outcome_once(job_id, outcome), what=f"recording the outcome of {job_id}")
 
@@ -268,8 +135,8 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 session, job_id, "worker shut down; the job resumes from its last checkpoint"
             )
         elif outcome.done is not None:
-            report = json.loads(Path(outcome.done["report_path"]).read_text())
-            adapter_zip = _zip_adapter(Path(outcome.done["adapter_dir"]))
+            report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
+            adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
             summary = report.get("summary", {})
             job_runs.mark_succeeded(
                 session,
@@ -301,10 +168,3 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
     if requeued:
         enqueue_training(job_id)
 
-
-def _tail(path: Path, limit: int = 1500) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return text[-limit:].strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -21,18 +22,36 @@ POLL_SECONDS = 1.0
 METRIC_EVENTS_PER_JOB = 20
 
 
-class ProgressWriter:
-    """Owns the DB side of progress for one job. Every write is its own short transaction."""
+class HeartbeatLost(RuntimeError):
+    """The job row could not be heartbeated for longer than the lease: training must stop."""
 
-    def __init__(self, job_id: str, heartbeat_seconds: float) -> None:
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"  # null = not finite
+
+
+class ProgressWriter:
+    """Owns the DB side of progress for one job. Every write is its own short transaction.
+
+    `lease_seconds` bounds how long heartbeats may fail (Postgres away) before `tick` raises
+    HeartbeatLost: past it the reaper may requeue the job, and another worker may train it.
+    """
+
+    def __init__(self, job_id: str, heartbeat_seconds: float, lease_seconds: float = math.inf) -> None:
         self.job_id = job_id
         self.heartbeat_seconds = min(heartbeat_seconds, POLL_SECONDS)
+        self.lease_seconds = lease_seconds
         self.total_steps: int | None = None
         self.pending: dict[str, Any] = {}
         # step -> metrics not yet written (job_step_metrics, for the job's result file).
         self.metrics: dict[int, dict[str, Any]] = {}
         self.last_elapsed = 0.0
         self.last_poll = 0.0
+        self.last_heartbeat = time.monotonic()
+
+    def lease_deadline(self) -> float:
+        """time.monotonic() by which a heartbeat must land, or this supervisor gives the job up."""
+        return self.last_heartbeat + self.lease_seconds
 
     def stage(self, stage: str) -> None:
         status = JobStatus.EVALUATING if stage == "evaluating" else None
@@ -73,7 +92,7 @@ class ProgressWriter:
                     session,
                     self.job_id,
                     "metrics",
-                    f"step {step}/{total}: loss {event.get('loss', float('nan')):.4f}",
+                    f"step {step}/{total}: loss {_fmt(event.get('loss'))}",
                     data={k: v for k, v in event.items() if k != "event"},
                 )
 
@@ -101,7 +120,7 @@ class ProgressWriter:
                 session,
                 self.job_id,
                 "validation",
-                f"step {event.get('step')}: validation loss {event.get('val_loss', float('nan')):.4f}",
+                f"step {event.get('step')}: validation loss {_fmt(event.get('val_loss'))}",
                 data={k: v for k, v in event.items() if k != "event"},
             )
 
@@ -119,9 +138,14 @@ class ProgressWriter:
         except DBAPIError as exc:
             if not is_transient(exc):
                 raise
+            if now > self.lease_deadline():
+                raise HeartbeatLost(
+                    f"no heartbeat written for {now - self.last_heartbeat:.0f} s (database unavailable)"
+                ) from exc
             # Postgres is briefly away: keep training and the pending progress; the next tick retries.
             log.warning("heartbeat skipped: database unavailable", extra={"job_id": self.job_id})
             return True, False
+        self.last_heartbeat = now
         self.pending, self.metrics = {}, {}
         return active, cancel
 

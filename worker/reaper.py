@@ -1,9 +1,12 @@
-"""Reap jobs whose worker died and re-send queued jobs the broker lost. Safe to run anywhere, often.
+"""Reap jobs whose worker died, re-send queued jobs the broker lost, wake jobs parked for a free slot.
+
+Safe to run anywhere, often.
 
 Postgres is the source of truth: a `running` job whose heartbeat is older than the cut-off has lost
 its worker. It goes back to the queue (resuming from its last checkpoint) until it has used
-`max_attempts`, then fails with `worker_lost`. Every transition is a conditional UPDATE, so several
-reapers (one per worker) cannot double-handle a job.
+`max_attempts`, then fails with `worker_lost`. Every transition is a conditional UPDATE and every
+re-send an `UPDATE ... RETURNING` claim (safetune.repositories.job_queue), so several reapers (one per
+worker) cannot double-handle or double-send a job.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from datetime import timedelta
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
-from safetune.models import utcnow
 from safetune.queue import enqueue_training
-from safetune.repositories import job_runs
+from safetune.repositories import job_queue, job_runs, jobs
 
 log = logging.getLogger("safetune.reaper")
 
@@ -46,20 +48,21 @@ def reap() -> dict[str, int]:
                     f"worker {job.worker_id} stopped heartbeating ({silent_for}) "
                     f"after {job.attempt} attempts",
                 )
-    lost: list[str] = []
     with session_scope() as session:
-        waited = timedelta(seconds=settings.requeue_queued_after_seconds)
-        now = utcnow()
-        reason = f"no worker claimed the job within {waited.total_seconds():.0f} s; re-sent to the queue"
-        for job_id in job_runs.unclaimed_queued_jobs(session, waited):
-            if job_runs.mark_resent(session, job_id, now, reason):
-                lost.append(job_id)
+        lost = job_queue.claim_lost_messages(
+            session, timedelta(seconds=settings.requeue_queued_after_seconds)
+        )
+        waited = settings.requeue_queued_after_seconds
+        reason = f"no worker claimed the job within {waited:.0f} s; re-sent to the queue"
+        for job_id in lost:
+            jobs.add_event(session, job_id, "resent", reason, level="warning")
+        woken = job_queue.claim_parked_with_free_slots(session, settings.max_concurrent_jobs_per_tenant)
     # Enqueue only after the commit, like the API: the worker's claim needs the committed row.
-    for job_id in [*to_send, *lost]:
+    for job_id in [*to_send, *lost, *woken]:
         enqueue_training(job_id)
     if to_send or lost or failed:
         log.warning("reaper: requeued %d, re-sent %d, failed %d", len(to_send), len(lost), failed)
-    return {"requeued": len(to_send), "resent": len(lost), "failed": failed}
+    return {"requeued": len(to_send), "resent": len(lost), "woken": len(woken), "failed": failed}
 
 
 def start_background_reaper(interval_seconds: float, stop: threading.Event | None = None) -> threading.Thread:

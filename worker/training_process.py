@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,14 +20,18 @@ from sap_core.contrastive import default_contrastive_triples
 from sap_core.modeling import attach_lora, load_base_model
 from sap_core.screening import screen_examples
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
+from worker import finite_json
 from worker.child_evaluation import run_safety_evaluation
+from worker.child_lifecycle import exit_with_parent
 from worker.model_store import ModelUnavailable, ensure_model
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
 STOP_FILE = "STOP"
 # Test-only fault injection: a worker started with this variable fails jobs whose suffix equals its
-# value, at step 2. Unset in production, and a job spec alone can never turn it on.
+# value, at step 2. Unset in production, and a job spec alone can never turn it on. FAULT_KIND_ENV
+# picks the fault: "raise" (the default), "nan" (the loss becomes NaN) or "hang" (the step never ends).
 FAULT_ENV = "SAFETUNE_FAULT_SUFFIX"
+FAULT_KIND_ENV = "SAFETUNE_FAULT_KIND"
 FAULT_STEP = 2
 
 
@@ -47,7 +52,7 @@ class EventChannel:
         sys.stdout = sys.stderr
 
     def emit(self, event: str, **data: Any) -> None:
-        self._out.write(json.dumps({"event": event, **data}, default=float) + "\n")
+        self._out.write(finite_json.dumps({"event": event, **data}) + "\n")
         self._out.flush()
 
 
@@ -62,21 +67,25 @@ class ChildCallback(TrainingCallback):
         self.stopped = False
         fault_suffix = os.environ.get(FAULT_ENV)
         self.fault_at = FAULT_STEP if fault_suffix and suffix == fault_suffix else 0
+        self.fault_kind = os.environ.get(FAULT_KIND_ENV, "raise")
 
     def on_step_end(self, state: StepState) -> str | None:
         if not self.planned:
             self.events.emit("plan", total_steps=state.total_steps, num_examples=self.num_examples)
             self.planned = True
+        faulty = bool(self.fault_at) and state.step >= self.fault_at
         self.events.emit(
             "step",
             step=state.step,
             total_steps=state.total_steps,
-            loss=state.loss,
+            loss=float("nan") if faulty and self.fault_kind == "nan" else state.loss,
             lr=state.learning_rate,
             tokens_per_second=state.tokens_per_second,
             elapsed_seconds=state.elapsed_seconds,
         )
-        if self.fault_at and state.step >= self.fault_at:
+        if faulty and self.fault_kind == "hang":
+            time.sleep(24 * 3600)
+        if faulty and self.fault_kind == "raise":
             raise RuntimeError(f"injected fault at step {state.step} ({FAULT_ENV})")
         if self.stop_file.exists():
             self.stopped = True
@@ -199,11 +208,12 @@ def run(job_dir: Path, events: EventChannel) -> None:
         emit=events.emit,
     )
     report_path = output / "report.json"
-    report_path.write_text(json.dumps(report, default=float))
+    report_path.write_text(finite_json.dumps(report))
     events.emit("done", adapter_dir=str(adapter_dir), report_path=str(report_path))
 
 
 def main(argv: list[str]) -> int:
+    exit_with_parent()
     events = EventChannel()
     try:
         run(Path(argv[1]), events)

@@ -7,7 +7,7 @@ or a worker racing a cancel request can never both win.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -230,35 +230,6 @@ def stale_active_jobs(session: Session, older_than: timedelta) -> Sequence[Job]:
         .scalars()
         .all()
     )
-
-
-def unclaimed_queued_jobs(session: Session, older_than: timedelta) -> Sequence[str]:
-    cutoff = utcnow() - older_than
-    return (
-        session.execute(
-            select(Job.id).where(
-                Job.status == JobStatus.QUEUED,
-                ((Job.queued_at.is_(None)) & (Job.created_at < cutoff)) | (Job.queued_at < cutoff),
-            )
-        )
-        .scalars()
-        .all()
-    )
-
-
-def mark_resent(session: Session, job_id: str, at: datetime, reason: str) -> bool:
-    """Restart a still-queued job's wait (so the next reaper tick does not re-send it again) and log
-    why; False when a worker claimed it meanwhile, and then it must not be sent again."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(queued_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    add_event(session, job_id, "resent", reason, level="warning")
-    return True
 
 
 def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:

@@ -127,6 +127,7 @@ def request_cancel(session: Session, job: Job) -> Job:
         )
     if status in (JobStatus.QUEUED, JobStatus.VALIDATING):
         job.status = JobStatus.CANCELLED.value
+        job.stage = None  # it may have been waiting for a slot (job_queue.park)
         job.cancel_requested_at = now
         job.finished_at = now
         add_event(session, job.id, "cancelled", "job cancelled before it started")

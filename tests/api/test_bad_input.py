@@ -195,6 +195,40 @@ def test_bad_spec(
     assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://localhost:5432/",
+        "http://10.0.0.1/hook",
+    ],
+)
+def test_webhook_url_to_an_internal_address_is_refused(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str], url: str
+) -> None:
+    spec = {"base_model": TINY_MODEL, "webhook_url": url}
+    error = assert_error(submit_job(client, auth_headers, spec=spec), 422, "spec_invalid")
+    assert error["param"] == "webhook_url" and "not a public address" in error["message"]
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def test_webhook_url_to_a_public_or_allowed_receiver_is_accepted(
+    client: TestClient, auth_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = {"base_model": TINY_MODEL, "webhook_url": "https://93.184.215.14/hook"}
+    assert submit_job(client, auth_headers, spec=public).status_code == 201
+    monkeypatch.setenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+    get_settings.cache_clear()
+    try:
+        local = {"base_model": TINY_MODEL, "webhook_url": "http://127.0.0.1:8080/hook"}
+        assert submit_job(client, auth_headers, spec=local).status_code == 201
+    finally:
+        monkeypatch.delenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS")
+        get_settings.cache_clear()
+
+
 def test_missing_parts_and_wrong_content_type(
     client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
 ) -> None:

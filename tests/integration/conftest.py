@@ -17,6 +17,7 @@ from tests.conftest import fresh_database, fresh_redis_db
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_SUFFIX = "inject-fault"
+LOCAL_RECEIVERS = "127.0.0.1"  # the tests' webhook receivers listen on loopback
 
 
 def model_cache_dir() -> Path:
@@ -108,6 +109,7 @@ def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
         SAFETUNE_REQUEUE_QUEUED_AFTER_SECONDS="30",
         SAFETUNE_TRAINING_DEVICE="cpu",
         SAFETUNE_FAULT_SUFFIX=FAULT_SUFFIX,
+        SAFETUNE_WEBHOOK_ALLOWED_HOSTS=LOCAL_RECEIVERS,
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         OMP_NUM_THREADS="1",

@@ -10,13 +10,24 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.repositories import webhooks as webhooks_repo
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import LOCAL_RECEIVERS, wait_for
 from tests.integration.test_training_jobs import TERMINAL, job, submit, tiny_spec
 from tests.safetune.test_webhooks import Receiver
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def local_receivers_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The API checks webhook_url at submission; the worker (worker_env) allows the same hosts."""
+    monkeypatch.setenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS", LOCAL_RECEIVERS)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS")
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from safetune.config import get_settings
 from safetune.repositories.webhooks import TerminalJob
 from safetune.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, build_event, deliver, sign, verify_signature
 
@@ -87,6 +88,7 @@ class Receiver:
                         "body": body,
                         "valid": verify_signature(secret, self.headers[SIGNATURE_HEADER], body),
                         "event_id": self.headers[EVENT_ID_HEADER],
+                        "host": self.headers["host"],
                         "at": time.monotonic(),
                     }
                 )
@@ -107,7 +109,22 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver_factory() -> Iterator[Any]:
+def allow_hosts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """allow_hosts("127.0.0.1, localhost"): set SAFETUNE_WEBHOOK_ALLOWED_HOSTS for this test."""
+
+    def allow(value: str) -> None:
+        monkeypatch.setenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS", value)
+        get_settings.cache_clear()
+
+    yield allow
+    monkeypatch.delenv("SAFETUNE_WEBHOOK_ALLOWED_HOSTS", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def receiver_factory(allow_hosts: Any) -> Iterator[Any]:
+    """Local receivers, which the webhook sender only reaches when 127.0.0.1 is explicitly allowed."""
+    allow_hosts("127.0.0.1")
     made: list[Receiver] = []
 
     def make(codes: list[int]) -> Receiver:
@@ -141,17 +158,51 @@ def test_deliver_retries_with_backoff_until_success(receiver_factory: Any) -> No
     assert json.loads(receiver.requests[-1]["body"]) == event
 
 
-def test_deliver_gives_up_after_max_attempts_and_records_connection_errors() -> None:
-    attempts: list[tuple[int, int | None, str | None, bool]] = []
+Attempt = tuple[int, int | None, str | None, bool]
+
+
+def deliver_now(url: str, event_id: str, max_attempts: int, timeout: float = 2) -> tuple[bool, list[Attempt]]:
+    """deliver() without backoff; returns (delivered, the recorded attempts)."""
+    attempts: list[Attempt] = []
     ok = deliver(
-        "http://127.0.0.1:9/unreachable",
+        url,
         SECRET,
-        {"id": "evt-1"},
-        max_attempts=2,
+        {"id": event_id},
+        max_attempts=max_attempts,
         backoff_seconds=0,
-        timeout=1,
+        timeout=timeout,
         record=lambda *a: attempts.append(a),
     )
+    return ok, attempts
+
+
+def test_delivery_to_an_address_that_is_not_allowed_is_refused_without_a_request(
+    receiver_factory: Any, allow_hosts: Any
+) -> None:
+    receiver = receiver_factory([])
+    allow_hosts("")  # accepted at submission once, but the setting (or the DNS answer) changed since
+    ok, attempts = deliver_now(receiver.url, "evt-1", max_attempts=3)
+    assert not ok
+    assert receiver.requests == []
+    assert len(attempts) == 1  # a refused host is not retried
+    assert attempts[0][:2] == (1, None) and "not a public address" in (attempts[0][2] or "")
+
+
+def test_delivery_connects_to_the_checked_address_with_the_original_host(
+    receiver_factory: Any, allow_hosts: Any
+) -> None:
+    receiver = receiver_factory([])
+    allow_hosts("localhost")
+    ok, _ = deliver_now(receiver.url.replace("127.0.0.1", "localhost"), "evt-2", max_attempts=1)
+    assert ok
+    port = receiver.server.server_address[1]
+    assert [r["host"] for r in receiver.requests] == [f"localhost:{port}"]
+    assert receiver.requests[0]["valid"]
+
+
+def test_deliver_gives_up_after_max_attempts_and_records_connection_errors(allow_hosts: Any) -> None:
+    allow_hosts("127.0.0.1")
+    ok, attempts = deliver_now("http://127.0.0.1:9/unreachable", "evt-1", max_attempts=2, timeout=1)
     assert not ok
     assert [(a[0], a[1], a[3]) for a in attempts] == [(1, None, False), (2, None, False)]
     assert all(a[2] and "Connect" in a[2] for a in attempts)

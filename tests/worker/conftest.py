@@ -49,20 +49,23 @@ def worker_settings(
 
 @pytest.fixture()
 def make_job(database_url: str) -> Callable[..., str]:
-    """make_job(**column_overrides) -> job id: a committed queued job of a fresh tenant."""
+    """make_job(spec=None, tenant_id=None, **column_overrides) -> job id: a committed queued job of a
+    fresh tenant, or of `tenant_id` (`spec`: JobSpec fields on top of the tiny model without a guard)."""
 
-    def _make(**columns: object) -> str:
+    def _make(spec: dict[str, object] | None = None, tenant_id: str | None = None, **columns: object) -> str:
         with session_scope() as session:
-            tenant = tenants_repo.create_tenant(session, f"worker-{uuid.uuid4().hex[:10]}")
+            if tenant_id is None:
+                tenant_id = tenants_repo.create_tenant(session, f"worker-{uuid.uuid4().hex[:10]}").id
             stored = files_repo.create_file(
                 session,
-                tenant.id,
+                tenant_id,
                 purpose="training",
                 filename="t.jsonl",
                 dataset=parse_dataset(DATA, "training", DatasetLimits(10_000, 10, 1000)),
             )
-            spec = JobSpec.model_validate({"base_model": "tiny-random-llama", "guard": "none"})
-            job_id = jobs_repo.create_job(session, tenant.id, spec, training_file_id=stored.id).id
+            fields = {"base_model": "tiny-random-llama", "guard": "none", **(spec or {})}
+            job_spec = JobSpec.model_validate(fields)
+            job_id = jobs_repo.create_job(session, tenant_id, job_spec, training_file_id=stored.id).id
         if columns:
             set_columns(job_id, **columns)
         return job_id

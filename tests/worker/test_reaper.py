@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
@@ -10,8 +12,10 @@ from safetune.db import session_scope
 from safetune.models import Job, utcnow
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import tenants as tenants_repo
 from tests.worker.conftest import ago, set_columns
 from worker import reaper
+from worker.pipeline import run_job
 
 
 def load(job_id: str) -> Job:
@@ -33,6 +37,18 @@ def claim_and_go_silent(job_id: str, worker: str) -> None:
     with session_scope() as session:
         assert job_runs.claim_job(session, job_id, worker)
     set_columns(job_id, heartbeat_at=ago(3600))
+
+
+def reap_twice_at_once() -> None:
+    """Two reapers (two workers) ticking at the same moment."""
+    barrier = Barrier(2)
+
+    def tick(_: int) -> dict[str, int]:
+        barrier.wait()
+        return reaper.reap()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(tick, range(2)))
 
 
 def test_stale_running_job_is_requeued_then_fails_worker_lost(
@@ -111,13 +127,51 @@ def test_two_reapers_at_once_requeue_a_job_once(
     worker_settings(stale_after_seconds="60", max_attempts="3", requeue_queued_after_seconds="86400")
     job_id = make_job()
     claim_and_go_silent(job_id, "host:1")
-    barrier = Barrier(2)
-
-    def tick(_: int) -> dict[str, int]:
-        barrier.wait()
-        return reaper.reap()
-
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(tick, range(2)))
+    reap_twice_at_once()
     assert load(job_id).status == "queued"
     assert [t for t, _ in events(job_id)].count("requeued") == 1
+
+
+def test_two_reapers_at_once_resend_a_lost_job_once(
+    make_job: Callable[..., str], worker_settings: Callable[..., None], sent_job_ids: Callable[[], list[str]]
+) -> None:
+    worker_settings(requeue_queued_after_seconds="60", stale_after_seconds="86400")
+    lost = [make_job(queued_at=ago(600)) for _ in range(3)]
+    reap_twice_at_once()
+    sent = sent_job_ids()
+    assert [sent.count(job_id) for job_id in lost] == [1, 1, 1]  # the UPDATE ... RETURNING claim
+
+
+def busy_tenant_with_a_queued_job(make_job: Callable[..., str]) -> tuple[str, str]:
+    """(running_id, queued_id): a tenant allowed one job at a time, running one with another queued."""
+    with session_scope() as session:
+        tenant = tenants_repo.create_tenant(session, f"busy-{uuid.uuid4().hex[:10]}", max_concurrent_jobs=1)
+    running = make_job(tenant_id=tenant.id)
+    with session_scope() as session:
+        assert job_runs.claim_job(session, running, "elsewhere:1")
+    return running, make_job(tenant_id=tenant.id)
+
+
+def test_busy_tenant_job_is_parked_without_a_message_and_woken_once_when_a_slot_frees(
+    make_job: Callable[..., str], worker_settings: Callable[..., None], sent_job_ids: Callable[[], list[str]]
+) -> None:
+    worker_settings(requeue_queued_after_seconds="1", stale_after_seconds="86400")
+    running, queued = busy_tenant_with_a_queued_job(make_job)
+
+    run_job(queued)  # delivered while the tenant's only slot is taken
+    job = load(queued)
+    assert (job.status, job.stage) == ("queued", "waiting_for_slot")
+    assert "waiting" in [t for t, _ in events(queued)]
+    assert sent_job_ids().count(queued) == 0  # not sent back to the broker
+
+    time.sleep(1.5)  # older than the lost-message threshold: a parked job has no message to lose
+    reaper.reap()
+    assert sent_job_ids().count(queued) == 0 and load(queued).stage == "waiting_for_slot"
+
+    with session_scope() as session:
+        assert job_runs.mark_failed(session, running, "training_failed", "done with the slot")
+    assert reaper.reap()["woken"] >= 1
+    assert sent_job_ids().count(queued) == 1
+    assert (load(queued).status, load(queued).stage) == ("queued", None)
+    reaper.reap()  # woken = in flight again: it holds the free slot, no second message
+    assert sent_job_ids().count(queued) == 1

@@ -1,0 +1,211 @@
+"""Supervise the training child: relay its events to the database, and always stop it at the end.
+
+Every way out of `supervise_child` (a result, a cancel, a shutdown, a diverged or stalled run, a
+database that stays away, a malformed event, a bug in this module) passes one `finally` that stops the
+child's whole process group, so a job is never failed while its trainer keeps running (a GPU leak,
+and with the reaper two trainers on one GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+from safetune.config import get_settings
+from safetune.db import session_scope
+from safetune.errors import ErrorCode
+from safetune.repositories import job_runs
+from worker import child_lifecycle, finite_json, shutdown
+from worker.archives import sha256_hex, zip_adapter, zip_dir
+from worker.db_retry import with_db_retry
+from worker.progress import ProgressWriter
+from worker.watchdog import StepWatchdog
+
+log = logging.getLogger("safetune.worker")
+
+STOP_FILE = "STOP"
+KILL_GRACE_SECONDS = 20.0  # after the STOP file, or after stdout closed: time to checkpoint and exit
+TERM_GRACE_SECONDS = 5.0  # after SIGTERM to the process group, before SIGKILL
+
+
+@dataclass
+class ChildOutcome:
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    # "cancel" | "shutdown": the child was asked to stop; "abort": the supervisor failed the run
+    # (error says why); "lost": the job is no longer ours (reaped), so nothing may be recorded.
+    stop_reason: str | None = None
+    return_code: int | None = None
+    stderr_tail: str = ""
+
+
+def supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
+    settings = get_settings()
+    # Stop before the reaper could hand the job to another worker: it waits stale_after_seconds.
+    progress = ProgressWriter(
+        job_id, heartbeat_seconds=settings.heartbeat_seconds, lease_seconds=settings.stale_after_seconds / 2
+    )
+    watchdog = StepWatchdog(settings.watchdog_step_factor, settings.watchdog_min_seconds)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    child = child_lifecycle.spawn(
+        [sys.executable, "-m", "worker.training_process", str(job_dir)],
+        stdout=subprocess.PIPE,
+        stderr_path=job_dir / "stderr.log",
+        env=env,
+    )
+    try:
+        outcome = _relay(job_id, job_dir, child, progress, watchdog)
+    finally:
+        child_lifecycle.stop(child, TERM_GRACE_SECONDS)
+    outcome.return_code = child.returncode
+    outcome.stderr_tail = _tail(job_dir / "stderr.log")
+    return outcome
+
+
+def _read_events(stream: Any, sink: Queue[dict[str, Any] | None]) -> None:
+    for line in stream:
+        try:
+            event = finite_json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            sink.put(event)
+        else:
+            log.debug("non-event output from child: %s", line.rstrip())
+    sink.put(None)  # end of stream
+
+
+def _relay(
+    job_id: str, job_dir: Path, child: subprocess.Popen[str], progress: ProgressWriter, watchdog: StepWatchdog
+) -> ChildOutcome:
+    """Run until the child has exited, or until it must be stopped (then the caller stops it)."""
+    events: Queue[dict[str, Any] | None] = Queue()
+    threading.Thread(target=_read_events, args=(child.stdout, events), daemon=True).start()
+    outcome = ChildOutcome()
+    give_up_at: float | None = None  # after a STOP request, or once stdout closed
+    stream_open = True
+    while stream_open or child.poll() is None:
+        try:
+            event = events.get(timeout=0.5)
+        except Empty:
+            event = {}
+        if event is None:
+            stream_open = False
+            give_up_at = give_up_at or time.monotonic() + KILL_GRACE_SECONDS
+        elif event:
+            with_db_retry(
+                functools.partial(_handle_event, job_id, event, outcome, progress, watchdog),
+                what=f"event {event.get('event')}",
+                deadline=progress.lease_deadline(),
+            )
+        if outcome.stop_reason is None:
+            reason = outcome.stop_reason = _check_health(outcome, progress, watchdog)
+            if reason in ("cancel", "shutdown"):
+                # Ask politely (the child checks for this file between steps), then insist.
+                (job_dir / STOP_FILE).write_text(reason)
+                give_up_at = time.monotonic() + KILL_GRACE_SECONDS
+        if outcome.stop_reason == "lost":
+            return outcome  # someone else owns the job now: write nothing more
+        if outcome.stop_reason == "abort":
+            break
+        if give_up_at is not None and time.monotonic() > give_up_at:
+            log.warning("training process did not exit in time; stopping it", extra={"job_id": job_id})
+            break
+    progress.flush()
+    return outcome
+
+
+def _check_health(outcome: ChildOutcome, progress: ProgressWriter, watchdog: StepWatchdog) -> str | None:
+    """The reason to stop the child now, if there is one (see ChildOutcome.stop_reason)."""
+    stalled = watchdog.overdue()
+    if stalled is not None:
+        outcome.error = {"code": ErrorCode.TRAINING_STALLED.code, "message": stalled}
+        return "abort"
+    still_active, cancel = progress.tick()
+    if not still_active:
+        return "lost"
+    if cancel:
+        return "cancel"
+    return "shutdown" if shutdown.requested() else None
+
+
+def _handle_event(
+    job_id: str,
+    event: dict[str, Any],
+    outcome: ChildOutcome,
+    progress: ProgressWriter,
+    watchdog: StepWatchdog,
+) -> None:
+    kind = event.get("event")
+    if kind == "stage":
+        watchdog.training(event["stage"] == "training")
+        progress.stage(event["stage"])
+    elif kind == "plan":
+        progress.plan(event)
+    elif kind == "step":
+        watchdog.progress(step=True)
+        progress.step(event)
+        if event.get("loss") is None:  # NaN/inf arrive as null (finite_json); a step always has a loss
+            outcome.error = {
+                "code": ErrorCode.TRAINING_DIVERGED.code,
+                "message": f"training diverged at step {event.get('step')}: the loss is not a finite "
+                "number (try a lower learning_rate or check the training data)",
+            }
+            outcome.stop_reason = "abort"
+    elif kind == "eval":
+        watchdog.progress(step=False)
+        progress.validation(event)
+    elif kind == "checkpoint":
+        watchdog.progress(step=False)
+        _store_checkpoint(job_id, event)
+    elif kind == "screening":
+        with session_scope() as session:
+            job_runs.add_event(
+                session,
+                job_id,
+                "screening",
+                f"data screening: {event['flagged_share']:.1%} of examples flagged as harmful",
+                data={k: v for k, v in event.items() if k != "event"},
+                level="warning" if event["flagged_lines"] else "info",
+            )
+    elif kind == "base_eval":
+        with session_scope() as session:
+            job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])
+    elif kind == "done":
+        outcome.done = event
+    elif kind == "error":
+        outcome.error = event
+
+
+def _store_checkpoint(job_id: str, event: dict[str, Any]) -> None:
+    folder = Path(event["path"])
+    adapter_dir = folder / "adapter" if (folder / "adapter").is_dir() else folder
+    adapter_zip = zip_adapter(adapter_dir)
+    with session_scope() as session:
+        job_runs.save_checkpoint(
+            session,
+            job_id,
+            step=int(event["step"]),
+            train_loss=event.get("train_loss"),
+            val_loss=event.get("val_loss"),
+            adapter_zip=adapter_zip,
+            state_zip=zip_dir(folder),
+            sha256=sha256_hex(adapter_zip),
+        )
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:].strip()
