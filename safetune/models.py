@@ -124,7 +124,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     stage: Mapped[str | None] = mapped_column(String(32))
     base_model: Mapped[str] = mapped_column(String(100))
-    guard: Mapped[str] = mapped_column(String(16))
+    guard: Mapped[str] = mapped_column(String(64))
     suffix: Mapped[str | None] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(Json)
     training_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, JsonValue, PlainValidator, ValidationError
+from pydantic import BaseModel, Field, JsonValue, PlainValidator, ValidationError, field_validator
 
 from safetune.base_models import REGISTRY
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import (
+    DEFAULT_GUARD,
+    GUARD_DESCRIPTION,
+    AnchorOptions,
+    ConstrainedOptions,
     EvaluationOptions,
-    Guard,
     Hyperparameters,
     InputSchema,
     JobSpec,
     SapOptions,
     Screening,
+    SelectionOptions,
+    normalize_guard,
 )
 
 DEFAULT_LEARNING_RATE: float = Hyperparameters.model_fields["learning_rate"].default
@@ -81,8 +86,16 @@ class Method(InputSchema):
 class SafetyExtras(InputSchema):
     """safetune's own options (not part of OpenAI's API)."""
 
-    guard: Guard = Guard.SAP
+    guard: str = Field(default=DEFAULT_GUARD, max_length=64, description=GUARD_DESCRIPTION)
     sap: SapOptions = Field(default_factory=SapOptions)
+    anchor: AnchorOptions = Field(default_factory=AnchorOptions)
+    constrained: ConstrainedOptions = Field(default_factory=ConstrainedOptions)
+    selection: SelectionOptions = Field(default_factory=SelectionOptions)
+
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _known_guard(cls, value: object) -> str:
+        return normalize_guard(value)
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     screening: Screening = Field(default_factory=Screening)
     eval_file: str | None = Field(default=None, max_length=64, description="evaluation-purpose file")
@@ -179,6 +192,9 @@ def to_job_spec(request: FineTuningJobCreate) -> JobSpec:
         "guard": safety.guard,
         "hyperparameters": native,
         "sap": safety.sap,
+        "anchor": safety.anchor,
+        "constrained": safety.constrained,
+        "selection": safety.selection,
         "evaluation": safety.evaluation,
         "screening": safety.screening,
         "validation_file_id": request.validation_file,

@@ -45,9 +45,45 @@ class InputSchema(Schema):
 
 
 class Guard(StrEnum):
+    """The guard parts a job may combine (the same names as sap_core.config.GUARD_NAMES, tested)."""
+
     SAP = "sap"
     EMA = "ema"
+    ANCHOR = "anchor"
+    CONSTRAINED = "constrained"
     NONE = "none"
+
+
+# The guard new jobs get: the one bench/safety_frontier.py shows best at matched utility
+# (sap_core.config.DEFAULT_GUARD; a test keeps the two equal).
+DEFAULT_GUARD = "sap"
+GUARD_DESCRIPTION = (
+    "none | sap | ema | anchor | constrained, or several joined by '+' (e.g. 'anchor+constrained'), "
+    "or a list of names"
+)
+
+
+def normalize_guard(value: object) -> str:
+    """'anchor+constrained' or ['anchor', 'constrained'] -> 'anchor+constrained', validated.
+
+    Raises:
+        ValueError: unknown part, a repeated part, or 'none' combined with another guard.
+    """
+    if isinstance(value, list | tuple):
+        parts = [str(v).strip() for v in value]
+    elif isinstance(value, str):
+        parts = [p.strip() for p in value.split("+")]
+    else:
+        raise ValueError("guard must be a string or a list of guard names")
+    known = [g.value for g in Guard]
+    unknown = [p for p in parts if p not in known]
+    if unknown or not parts:
+        raise ValueError(f"unknown guard part(s) {unknown}; choose from {known}, joined by '+'")
+    if len(set(parts)) != len(parts):
+        raise ValueError("a guard part is named twice")
+    if "none" in parts and len(parts) > 1:
+        raise ValueError("'none' cannot be combined with another guard")
+    return "+".join(parts)
 
 
 class LrSchedule(StrEnum):
@@ -118,6 +154,46 @@ class SapOptions(InputSchema):
         return value
 
 
+class AnchorOptions(InputSchema):
+    """guard 'anchor': the base's own refusals as an anchor, with gradient surgery."""
+
+    weight: float = Field(default=1.0, ge=0.0, le=100.0, description="rho: step on g_task' + rho * g_anchor")
+    projection: bool = Field(default=True, description="false = plain replay (no gradient surgery)")
+    loss: Literal["kl", "ce"] = Field(default="kl", description="KL to the base, or CE on its answers")
+    batch_size: int = Field(default=4, ge=1, le=64)
+    every: int = Field(default=1, ge=1, le=1000, description="anchor every k optimizer steps")
+    n_harmful: int = Field(default=96, ge=1, le=128)
+    n_benign: int = Field(default=32, ge=0, le=128)
+    max_new_tokens: int = Field(default=48, ge=1, le=256, description="length of the base's cached answers")
+
+
+class ConstrainedOptions(InputSchema):
+    """guard 'constrained': token-wise constrained SFT, beta by response position."""
+
+    first_beta: float = Field(default=0.5, gt=0.0, le=100.0)
+    early_beta: float = Field(default=2.0, gt=0.0, le=100.0)
+    early_tokens: int = Field(default=5, ge=1, le=64)
+    late_beta: float = Field(default=0.1, gt=0.0, le=100.0)
+
+
+class SelectionOptions(InputSchema):
+    """Post-hoc safety-constrained selection over the job's evaluated checkpoints and LoRA scales."""
+
+    enabled: bool = False
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.9, 0.8], min_length=1, max_length=8)
+    utility_budget: float = Field(
+        default=0.02, ge=0.0, le=0.5, description="allowed val-loss increase over the final adapter"
+    )
+    snapshots: int = Field(default=3, ge=1, le=10, description="evenly spaced steps kept as candidates")
+
+    @field_validator("scales")
+    @classmethod
+    def _scales_in_range(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < x <= 1.0 for x in value):
+            raise ValueError("LoRA scales must be in (0, 1]")
+        return value
+
+
 class Screening(InputSchema):
     reject_harmful_share: float | None = Field(
         default=None, ge=0.0, le=1.0, description="reject the dataset if this share of examples is harmful"
@@ -144,9 +220,12 @@ class JobSpec(InputSchema):
 
     # The enum documents the registry in OpenAPI; validation itself is the validator below.
     base_model: str = Field(max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))})
-    guard: Guard = Guard.SAP
+    guard: str = Field(default=DEFAULT_GUARD, max_length=64, description=GUARD_DESCRIPTION)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     sap: SapOptions = Field(default_factory=SapOptions)
+    anchor: AnchorOptions = Field(default_factory=AnchorOptions)
+    constrained: ConstrainedOptions = Field(default_factory=ConstrainedOptions)
+    selection: SelectionOptions = Field(default_factory=SelectionOptions)
     validation_file_id: str | None = Field(default=None, max_length=64)
     validation_split: float = Field(default=0.0, ge=0.0, le=0.5)
     eval_file_id: str | None = Field(default=None, max_length=64)
@@ -164,6 +243,15 @@ class JobSpec(InputSchema):
             except WebhookTargetRejected as exc:
                 raise SafetuneError(ErrorCode.SPEC_INVALID, str(exc), param="webhook_url") from exc
         return value
+
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _known_guard(cls, value: object) -> str:
+        return normalize_guard(value)
+
+    @property
+    def guard_parts(self) -> list[str]:
+        return self.guard.split("+")
 
     @field_validator("base_model")
     @classmethod
@@ -184,7 +272,7 @@ class JobSpec(InputSchema):
                 f"max_seq_len {self.hyperparameters.max_seq_len} exceeds {info.name}'s {info.max_seq_len}",
                 param="hyperparameters.max_seq_len",
             )
-        if self.guard == Guard.SAP and self.hyperparameters.max_seq_len < info.min_sap_seq_len:
+        if "sap" in self.guard_parts and self.hyperparameters.max_seq_len < info.min_sap_seq_len:
             raise SafetuneError(
                 ErrorCode.SPEC_INVALID,
                 f"guard 'sap' needs max_seq_len >= {info.min_sap_seq_len} with {info.name}: shorter "

@@ -31,7 +31,6 @@ from worker.supervisor import ChildOutcome, supervise_child
 log = logging.getLogger("safetune.worker")
 
 
-
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -167,4 +166,3 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             return
     if requeued:
         enqueue_training(job_id)
-

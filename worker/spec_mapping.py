@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sap_core.config import EmaConfig, LoraSpec, SapConfig, TrainConfig
+from sap_core.config import AnchorConfig, ConstrainedConfig, EmaConfig, LoraSpec, SapConfig, TrainConfig
 
 
 def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
@@ -47,6 +47,9 @@ def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
         lora=lora,
         sap=SapConfig(**sap_kwargs),
         ema=EmaConfig(decay=hp.get("ema_decay", 0.99)),
+        # The API validated these sections; absent keys take sap_core's defaults.
+        anchor=AnchorConfig(**(spec.get("anchor") or {})),
+        constrained=ConstrainedConfig(**(spec.get("constrained") or {})),
     )
 
 

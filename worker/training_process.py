@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sap_core.adapters import save_adapter
-from sap_core.contrastive import default_contrastive_triples
 from sap_core.modeling import attach_lora, load_base_model
 from sap_core.screening import screen_examples
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
 from worker import finite_json
 from worker.child_evaluation import run_safety_evaluation
+from worker.child_guards import SelectionSnapshots, guard_inputs, guard_record, run_selection
 from worker.child_lifecycle import exit_with_parent
 from worker.model_store import ModelUnavailable, ensure_model
 from worker.spec_mapping import evaluation_options, train_config_from_spec
@@ -166,16 +166,21 @@ def run(job_dir: Path, events: EventChannel) -> None:
             peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size
         )
 
+    events.emit("stage", stage="preparing_guard")
+    triples, anchors = guard_inputs(peft_model, tokenizer, config, request["base_model"], model_dir)
     events.emit("stage", stage="training")
     callback = ChildCallback(events, job_dir, spec.get("suffix"), len(train))
+    selection = spec.get("selection") or {}
+    snapshots = SelectionSnapshots(peft_model, int(selection.get("snapshots", 3)))
     result = finetune(
         peft_model,
         tokenizer,
         train,
         config,
         val=val or None,
-        contrastive=default_contrastive_triples() if config.guard == "sap" else None,
-        callbacks=[callback],
+        contrastive=triples,
+        anchor_set=anchors,
+        callbacks=[callback, snapshots] if selection.get("enabled") else [callback],
         checkpoint_dir=Path(request["checkpoint_dir"]) if config.checkpoint_every else None,
         resume_from=Path(request["resume_from"]) if request.get("resume_from") else None,
     )
@@ -183,6 +188,19 @@ def run(job_dir: Path, events: EventChannel) -> None:
         events.emit("stopped", step=result.steps_done)
         return
 
+    picked = None
+    if selection.get("enabled"):
+        events.emit("stage", stage="selecting")
+        picked = run_selection(
+            peft_model,
+            tokenizer,
+            snapshots.states,
+            result.steps_done,
+            selection,
+            utility_set,
+            config,
+            events.emit,
+        )
     events.emit("stage", stage="saving")
     output = Path(request["output_dir"])
     adapter_dir = save_adapter(peft_model, output / "adapter", base_model_name=request["base_model"])
@@ -207,6 +225,9 @@ def run(job_dir: Path, events: EventChannel) -> None:
         },
         emit=events.emit,
     )
+    report["guard"] = guard_record(config, result.guard_settings)
+    if picked is not None:
+        report["selection"] = picked.to_dict()
     report_path = output / "report.json"
     report_path.write_text(finite_json.dumps(report))
     events.emit("done", adapter_dir=str(adapter_dir), report_path=str(report_path))

@@ -46,7 +46,7 @@ def create_job(
         tenant_id=tenant_id,
         status=JobStatus.QUEUED.value,
         base_model=spec.base_model,
-        guard=spec.guard.value,
+        guard=spec.guard,
         suffix=spec.suffix,
         spec=spec.model_dump(mode="json"),
         training_file_id=training_file_id,

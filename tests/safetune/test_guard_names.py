@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from safetune import schemas
+from sap_core import config
+
+FRONTIER = Path(__file__).resolve().parents[2] / "bench" / "results" / "safety_frontier.json"
+
+
+def test_the_api_and_sap_core_know_the_same_guards_and_default() -> None:
+    assert sorted(g.value for g in schemas.Guard) == sorted(config.GUARD_NAMES)
+    assert schemas.DEFAULT_GUARD == config.DEFAULT_GUARD == config.TrainConfig().guard
+    assert schemas.JobSpec(base_model="tiny-random-llama").guard == config.DEFAULT_GUARD
+
+
+def test_the_default_guard_is_the_one_the_frontier_bench_recorded() -> None:
+    assert json.loads(FRONTIER.read_text())["default_guard"] == config.DEFAULT_GUARD
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("anchor+constrained", "anchor+constrained"), (["sap", "anchor"], "sap+anchor"), ("none", "none")],
+)
+def test_composed_guards_normalise(given: object, stored: str) -> None:
+    assert schemas.normalize_guard(given) == stored
+    config.guard_parts(stored)  # sap_core accepts what the API stores
+
+
+@pytest.mark.parametrize("bad", ["anchor+anchor", "none+sap", "shield", ["sap", "nope"], 3])
+def test_bad_guards_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        schemas.normalize_guard(bad)
