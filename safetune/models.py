@@ -225,11 +225,19 @@ class SafetyReport(Base):
 
 
 class BaseEvalCache(Base):
-    """Base-model evaluation results, keyed by (model, prompt set, judge versions): computed once."""
+    """Base-model evaluation results, computed once per key (model content digest, prompt sets,
+    judge versions, generation settings; see worker.base_eval_keys).
+
+    ``tenant_id`` is NULL for the shipped prompt sets, which every tenant shares, and the owning
+    tenant for a user's own prompt set: those rows are only ever handed to that tenant's jobs.
+    """
 
     __tablename__ = "base_eval_cache"
+    __table_args__ = (UniqueConstraint("cache_key", "tenant_id"),)
 
-    cache_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cache_key: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     base_model: Mapped[str] = mapped_column(String(100))
     result: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

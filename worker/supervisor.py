@@ -179,7 +179,15 @@ def _handle_event(
             )
     elif kind == "base_eval":
         with session_scope() as session:
-            job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])
+            job_runs.store_base_eval(
+                session,
+                job_id,
+                key=event["key"],
+                base_model=event["base_model"],
+                # Anything not explicitly the shipped sets stays with the job's tenant.
+                shared=event.get("scope") == "shared",
+                result=event["result"],
+            )
     elif kind == "done":
         outcome.done = event
     elif kind == "error":

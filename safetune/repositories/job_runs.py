@@ -232,14 +232,19 @@ def stale_active_jobs(session: Session, older_than: timedelta) -> Sequence[Job]:
     )
 
 
-def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:
-    if session.get(BaseEvalCache, key) is None:
-        session.add(BaseEvalCache(cache_key=key, base_model=base_model, result=result))
+def store_base_eval(
+    session: Session, job_id: str, *, key: str, base_model: str, shared: bool, result: dict[str, Any]
+) -> None:
+    """Cache a base-model evaluation: shared by all tenants, or scoped to the job's tenant."""
+    tenant_id = None if shared else session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    if find_base_eval(session, key, tenant_id) is None:
+        session.add(BaseEvalCache(cache_key=key, tenant_id=tenant_id, base_model=base_model, result=result))
         session.flush()
 
 
-def cached_base_evals(session: Session, base_model: str) -> dict[str, dict[str, Any]]:
-    rows = session.execute(
-        select(BaseEvalCache.cache_key, BaseEvalCache.result).where(BaseEvalCache.base_model == base_model)
-    ).all()
-    return {key: result for key, result in rows}
+def find_base_eval(session: Session, key: str, tenant_id: str | None) -> dict[str, Any] | None:
+    """The cached result under ``key`` in one scope: ``tenant_id=None`` is the shared scope only."""
+    scope = BaseEvalCache.tenant_id.is_(None) if tenant_id is None else BaseEvalCache.tenant_id == tenant_id
+    return session.scalars(
+        select(BaseEvalCache.result).where(BaseEvalCache.cache_key == key, scope).limit(1)
+    ).first()
