@@ -77,6 +77,7 @@ class Tenant(Base):
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
     max_dataset_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):

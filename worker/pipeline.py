@@ -24,7 +24,7 @@ from safetune.db import session_scope
 from safetune.errors import ErrorCode
 from safetune.models import Job
 from safetune.queue import enqueue_training
-from safetune.repositories import job_queue, job_runs
+from safetune.repositories import job_queue, job_runs, storage
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.base_eval_keys import base_eval_needs
@@ -34,7 +34,6 @@ from worker.spec_mapping import evaluation_options
 from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
-
 
 
 def worker_identity() -> str:
@@ -174,6 +173,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 verdict=str(report.get("verdict", {}).get("status", "warn")),
                 base_harmful_score=summary.get("base_harmful_score"),
                 tuned_harmful_score=summary.get("tuned_harmful_score"),
+                retention=storage.CheckpointRetention.from_settings(get_settings()),
             )
             return
         elif outcome.error is not None:
@@ -194,4 +194,3 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             return
     if requeued:
         enqueue_training(job_id)
-
