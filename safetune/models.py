@@ -244,6 +244,17 @@ class BaseEvalCache(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class ServerSecret(Base):
+    """Secrets the server keeps to itself (never shown to a tenant), by name: created on first use,
+    replaced by `safetune keys rotate-link-secret`. In the database so every API replica agrees."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    rotated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("tenant_id", "scope", "key"),)
