@@ -14,13 +14,14 @@ from fastapi import UploadFile
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.deps import run_after_commit
+from api.deps import clean_id, run_after_commit
 from api.uploads import owned_file, parse_upload, request_hash, upload_filename
 from safetune import queue
 from safetune.config import Settings
+from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job, StoredFile, Tenant
 from safetune.repositories import files as files_repo
-from safetune.repositories import idempotency
+from safetune.repositories import idempotency, storage
 from safetune.repositories import jobs as jobs_repo
 from safetune.schemas import FilePurpose, JobSpec
 
@@ -52,6 +53,7 @@ def store_upload(
         existing = files_repo.get_file_for_tenant(session, tenant.id, existing_id) if existing_id else None
         if existing is not None:
             return Stored(existing, replayed=True)
+    storage.check_storage_quota(session, tenant, settings, len(parsed.normalized_jsonl))
     stored = files_repo.create_file(
         session, tenant.id, purpose=purpose.value, filename=filename, dataset=parsed
     )
@@ -114,6 +116,8 @@ def submit_job(
         if existing is not None:
             return Stored(existing, replayed=True)
     jobs_repo.check_queue_quota(session, tenant, max_queued=settings.max_queued_jobs_per_tenant)
+    # A job writes an adapter and checkpoints: it needs room, besides its inline dataset if any.
+    storage.check_storage_quota(session, tenant, settings, len(parsed.normalized_jsonl) if parsed else 0)
 
     if parsed is not None:
         training_file_id = files_repo.create_file(
@@ -135,3 +139,13 @@ def submit_job(
     job_id = job.id
     run_after_commit(session, lambda: queue.enqueue_training(job_id))
     return Stored(job)
+
+
+def delete_file(session: Session, tenant_id: str, file_id: str) -> files_repo.Deletion:
+    """DELETE /files/{id} and DELETE /v1/files/{id}: another tenant's file is a 404 like a missing
+    one; 409 file_in_use while an unfinished job uses it."""
+    cleaned = clean_id(file_id)
+    deleted = files_repo.delete_file(session, tenant_id, cleaned) if cleaned else None
+    if deleted is None:
+        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
+    return deleted

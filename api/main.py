@@ -48,6 +48,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    # The report-link path has no API key to charge; it is limited per client address instead.
+    app.state.report_link_limiter = RateLimiter(settings.report_link_rate_per_minute)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     for module in (

@@ -2,8 +2,9 @@
 
 Job gauges are read from the database at scrape time (a custom collector), so every API replica
 reports the same truth and nothing drifts when a worker, not this process, changes a job. /metrics is
-unauthenticated like most exporters: it shows service-wide counts, never tenant ids or job content,
-and is meant to be reachable only from the internal network (see README).
+unauthenticated like most exporters: it shows service-wide counts and aggregates, never a tenant id,
+a job id or job content (no label takes per-job values), and is meant to be reachable only from the
+internal network (see README).
 """
 
 from __future__ import annotations
@@ -49,18 +50,23 @@ class JobCollector(Collector):
         queue.add_metric([TRAINING_QUEUE, source], depth)
         yield queue
 
-        tps = GaugeMetricFamily(
-            "safetune_job_tokens_per_second", "Training throughput of active jobs", labels=["job_id"]
+        # Service-wide aggregates only: a per-job label would publish every tenant's job ids to anyone
+        # who can reach /metrics, and grow one series per job.
+        rates = [j.tokens_per_second for j in running if j.tokens_per_second is not None]
+        steps = [j.seconds_per_step for j in running if j.seconds_per_step is not None]
+        yield GaugeMetricFamily(
+            "safetune_active_jobs_tokens_per_second",
+            "Training throughput summed over active jobs",
+            value=sum(rates),
         )
         step = GaugeMetricFamily(
-            "safetune_job_step_seconds", "Mean seconds per optimizer step of active jobs", labels=["job_id"]
+            "safetune_active_job_step_seconds",
+            "Seconds per optimizer step over active jobs (mean and max of each job's mean)",
+            labels=["stat"],
         )
-        for job in running:
-            if job.tokens_per_second is not None:
-                tps.add_metric([job.job_id], job.tokens_per_second)
-            if job.seconds_per_step is not None:
-                step.add_metric([job.job_id], job.seconds_per_step)
-        yield tps
+        if steps:
+            step.add_metric(["mean"], sum(steps) / len(steps))
+            step.add_metric(["max"], max(steps))
         yield step
 
     @staticmethod

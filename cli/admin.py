@@ -16,7 +16,8 @@ from cli.client import fail
 
 console = Console()
 keys_app = typer.Typer(
-    help="Create and revoke tenant API keys (direct database access).", no_args_is_help=True
+    help="Create and revoke tenant API keys, rotate the report-link secret (direct database access).",
+    no_args_is_help=True,
 )
 models_app = typer.Typer(help="Base models this server can fine-tune.", no_args_is_help=True)
 
@@ -55,6 +56,17 @@ def revoke_key(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")]) -> None
     if not revoked:
         fail(f"no active API key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("rotate-link-secret")
+def rotate_link_secret() -> None:
+    """Replace the server secret behind report links: every link minted so far stops working."""
+    from safetune.db import session_scope
+    from safetune.repositories import server_secrets
+
+    with session_scope() as session:
+        server_secrets.rotate_secret(session, server_secrets.REPORT_LINK_SECRET)
+    typer.echo("report-link secret rotated: every report link minted before now is revoked")
 
 
 @keys_app.command("list")

@@ -42,6 +42,27 @@ class Settings(BaseSettings):
     max_queued_jobs_per_tenant: int = Field(default=20, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1)
 
+    storage_quota_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="per-tenant bytes of files, adapters and checkpoints (a tenant row may override it)",
+    )
+    checkpoint_keep_last: int = Field(default=3, ge=1, description="a job keeps its newest N checkpoints")
+    checkpoint_keep_best: bool = Field(default=True, description="...plus the lowest validation loss")
+    checkpoint_min_interval_seconds: float = Field(
+        default=60.0, ge=0, description="a checkpoint sooner than this after the job's last is not stored"
+    )
+
+    report_link_ttl_seconds: int = Field(
+        default=15 * 60, ge=60, description="lifetime of a report link when the request names none"
+    )
+    report_link_max_seconds: int = Field(
+        default=24 * 3600, ge=60, description="no report link lives longer, whoever minted it"
+    )
+    report_link_rate_per_minute: int = Field(
+        default=60, ge=1, description="report-page requests with a link token, per client address"
+    )
+
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(default=120.0, gt=0)
     requeue_queued_after_seconds: float = Field(default=300.0, gt=0)

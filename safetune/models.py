@@ -77,6 +77,7 @@ class Tenant(Base):
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
     max_dataset_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):
@@ -225,14 +226,33 @@ class SafetyReport(Base):
 
 
 class BaseEvalCache(Base):
-    """Base-model evaluation results, keyed by (model, prompt set, judge versions): computed once."""
+    """Base-model evaluation results, computed once per key (model content digest, prompt sets,
+    judge versions, generation settings; see worker.base_eval_keys).
+
+    ``tenant_id`` is NULL for the shipped prompt sets, which every tenant shares, and the owning
+    tenant for a user's own prompt set: those rows are only ever handed to that tenant's jobs.
+    """
 
     __tablename__ = "base_eval_cache"
+    __table_args__ = (UniqueConstraint("cache_key", "tenant_id"),)
 
-    cache_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cache_key: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     base_model: Mapped[str] = mapped_column(String(100))
     result: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ServerSecret(Base):
+    """Secrets the server keeps to itself (never shown to a tenant), by name: created on first use,
+    replaced by `safetune keys rotate-link-secret`. In the database so every API replica agrees."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    rotated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class IdempotencyRecord(Base):

@@ -392,6 +392,14 @@ class FileRead(Schema):
     created_at: datetime
 
 
+class Deleted(BaseModel):
+    """The answer to a DELETE: what is gone (object: "file" or "fine_tuning.job")."""
+
+    id: str
+    object: Literal["file", "fine_tuning.job"]
+    deleted: Literal[True] = True
+
+
 class BaseModelRead(Schema):
     name: str
     object: Literal["base_model"] = "base_model"

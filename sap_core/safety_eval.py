@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sap_core.generate import generate
 from sap_core.judges import Judge, Verdict, build_judges, is_settled_refusal, judge_version
 from sap_core.prompt_sets import PromptSet
 
@@ -199,6 +198,9 @@ def evaluate_model(
     Returns:
         The :class:`ModelEval`.
     """
+    # Imported here, not at the top: the worker's supervisor computes cache_key without loading torch.
+    from sap_core.generate import generate
+
     if not prompt_sets:
         raise ValueError("evaluate_model needs at least one prompt set")
     judges = judges if judges is not None else build_judges(cfg.judges)

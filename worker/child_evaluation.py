@@ -1,7 +1,8 @@
 """The post-training safety evaluation, run inside the training child on the model it just trained.
 
-Base-model results come from the supervisor's cache when present (keyed by model, prompt sets, judge
-versions and generation settings), so every job pays only for evaluating its own adapter.
+Base-model results come from the supervisor's cache when present (worker.base_eval_keys: keyed by
+the model folder's content, prompt sets, judge versions and generation settings; the user's own set
+scoped to its tenant), so every job pays only for evaluating its own adapter.
 """
 
 from __future__ import annotations
@@ -13,45 +14,37 @@ from typing import Any
 import torch
 
 from sap_core.config import TrainConfig
-from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
 from sap_core.report import ReportThresholds, build_report
-from sap_core.safety_eval import EvalConfig, ModelEval, cache_key, evaluate_model
+from sap_core.safety_eval import EvalConfig, ModelEval, evaluate_model
+from worker.base_eval_keys import BaseEvalNeed, base_eval_needs, eval_config_from_options
 
 FINGERPRINT_TEXT = "safetune adapter fingerprint: the quick brown fox"
 Emit = Callable[..., None]
 
 
-def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
-    return EvalConfig(
-        max_new_tokens=int(options.get("max_new_tokens", 64)),
-        batch_size=int(options.get("batch_size", 8)),
-        max_prompts=options.get("max_prompts"),
-    )
-
-
 def _base_eval(
     model: Any,
     tokenizer: Any,
-    prompt_sets: list[PromptSet],
+    need: BaseEvalNeed,
     cfg: EvalConfig,
     *,
     base_model: str,
     cache: dict[str, Any],
     emit: Emit,
 ) -> ModelEval:
-    key = cache_key(base_model, prompt_sets, cfg)
-    if key in cache:
-        return ModelEval.from_dict(cache[key])
+    if need.key is not None and need.key in cache:
+        return ModelEval.from_dict(cache[need.key])
     with model.disable_adapter():
-        result = evaluate_model(model, tokenizer, prompt_sets, cfg, model_name=base_model)
-    emit("base_eval", key=key, base_model=base_model, result=result.to_dict())
+        result = evaluate_model(model, tokenizer, need.prompt_sets, cfg, model_name=base_model)
+    if need.key is not None:
+        emit("base_eval", key=need.key, scope=need.scope, base_model=base_model, result=result.to_dict())
     return result
 
 
 def _compare_sets(
     model: Any,
     tokenizer: Any,
-    prompt_sets: list[PromptSet],
+    need: BaseEvalNeed,
     cfg: EvalConfig,
     *,
     request: dict[str, Any],
@@ -63,13 +56,15 @@ def _compare_sets(
     base = _base_eval(
         model,
         tokenizer,
-        prompt_sets,
+        need,
         cfg,
         base_model=request["base_model"],
         cache=request.get("base_eval_cache") or {},
         emit=emit,
     )
-    tuned = evaluate_model(model, tokenizer, prompt_sets, cfg, model_name=f"{request['base_model']}+adapter")
+    tuned = evaluate_model(
+        model, tokenizer, need.prompt_sets, cfg, model_name=f"{request['base_model']}+adapter"
+    )
     return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
 
 
@@ -124,10 +119,12 @@ def run_safety_evaluation(
         "thresholds": thresholds,
         "emit": emit,
     }
-    report = _compare_sets(model, tokenizer, default_prompt_sets(), cfg, **common)
-    if request.get("eval_prompts_path"):
-        user_set = load_prompt_set(Path(request["eval_prompts_path"]), "user")
-        report["user_prompt_set"] = _compare_sets(model, tokenizer, [user_set], cfg, **common)
+    shipped, *user = base_eval_needs(
+        request["base_model"], Path(request["model_cache"]), options, request.get("eval_prompts_path")
+    )
+    report = _compare_sets(model, tokenizer, shipped, cfg, **common)
+    if user:
+        report["user_prompt_set"] = _compare_sets(model, tokenizer, user[0], cfg, **common)
     report["summary"] = summarize(report)
     report["screening"] = screening
     report["adapter_fingerprint"] = adapter_fingerprint(model, tokenizer)

@@ -14,18 +14,23 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
+from safetune.models import Job
 from safetune.queue import enqueue_training
-from safetune.repositories import job_queue, job_runs
+from safetune.repositories import job_queue, job_runs, storage
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
+from worker.base_eval_keys import base_eval_needs
 from worker.db_retry import is_transient, with_db_retry
 from worker.progress import HeartbeatLost
+from worker.spec_mapping import evaluation_options
 from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
@@ -107,9 +112,31 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             "resume_from": str(resume_dir) if resume_dir else None,
             "checkpoint_dir": str(job_dir / "checkpoints"),
             "output_dir": str(job_dir / "output"),
-            "base_eval_cache": job_runs.cached_base_evals(session, job.base_model),
+            "base_eval_cache": _cached_base_evals(session, job, eval_path),
         }
     (job_dir / "request.json").write_text(json.dumps(request))
+
+
+def _cached_base_evals(session: Session, job: Job, eval_path: Path | None) -> dict[str, Any]:
+    """Only the cache entries this job's child will look up: the shipped sets' entry for this
+    model's current content, and the user set's entry of this job's own tenant."""
+    try:
+        needs = base_eval_needs(
+            job.base_model,
+            get_settings().model_cache,
+            evaluation_options(job.spec),
+            str(eval_path) if eval_path else None,
+        )
+    except ValueError:  # an unreadable prompt set: the child reports it with the job's error
+        return {}
+    entries: dict[str, Any] = {}
+    for need in needs:
+        if need.key is None:
+            continue
+        found = job_runs.find_base_eval(session, need.key, None if need.scope == "shared" else job.tenant_id)
+        if found is not None:
+            entries[need.key] = found
+    return entries
 
 
 def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
@@ -146,6 +173,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 verdict=str(report.get("verdict", {}).get("status", "warn")),
                 base_harmful_score=summary.get("base_harmful_score"),
                 tuned_harmful_score=summary.get("tuned_harmful_score"),
+                retention=storage.CheckpointRetention.from_settings(get_settings()),
             )
             return
         elif outcome.error is not None:

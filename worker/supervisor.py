@@ -25,7 +25,7 @@ from safetune.db import session_scope
 from safetune.errors import ErrorCode
 from safetune.repositories import job_runs
 from worker import child_lifecycle, finite_json, shutdown
-from worker.archives import sha256_hex, zip_adapter, zip_dir
+from worker.checkpoints import CheckpointStore
 from worker.db_retry import with_db_retry
 from worker.progress import ProgressWriter
 from worker.watchdog import StepWatchdog
@@ -63,7 +63,7 @@ def supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
         env=env,
     )
     try:
-        outcome = _relay(job_id, job_dir, child, progress, watchdog)
+        outcome = _relay(job_id, job_dir, child, progress, watchdog, CheckpointStore(job_id))
     finally:
         child_lifecycle.stop(child, TERM_GRACE_SECONDS)
     outcome.return_code = child.returncode
@@ -85,7 +85,12 @@ def _read_events(stream: Any, sink: Queue[dict[str, Any] | None]) -> None:
 
 
 def _relay(
-    job_id: str, job_dir: Path, child: subprocess.Popen[str], progress: ProgressWriter, watchdog: StepWatchdog
+    job_id: str,
+    job_dir: Path,
+    child: subprocess.Popen[str],
+    progress: ProgressWriter,
+    watchdog: StepWatchdog,
+    checkpoints: CheckpointStore,
 ) -> ChildOutcome:
     """Run until the child has exited, or until it must be stopped (then the caller stops it)."""
     events: Queue[dict[str, Any] | None] = Queue()
@@ -103,7 +108,7 @@ def _relay(
             give_up_at = give_up_at or time.monotonic() + KILL_GRACE_SECONDS
         elif event:
             with_db_retry(
-                functools.partial(_handle_event, job_id, event, outcome, progress, watchdog),
+                functools.partial(_handle_event, job_id, event, outcome, progress, watchdog, checkpoints),
                 what=f"event {event.get('event')}",
                 deadline=progress.lease_deadline(),
             )
@@ -144,6 +149,7 @@ def _handle_event(
     outcome: ChildOutcome,
     progress: ProgressWriter,
     watchdog: StepWatchdog,
+    checkpoints: CheckpointStore,
 ) -> None:
     kind = event.get("event")
     if kind == "stage":
@@ -166,7 +172,7 @@ def _handle_event(
         progress.validation(event)
     elif kind == "checkpoint":
         watchdog.progress(step=False)
-        _store_checkpoint(job_id, event)
+        checkpoints.store(event)
     elif kind == "screening":
         with session_scope() as session:
             job_runs.add_event(
@@ -179,28 +185,19 @@ def _handle_event(
             )
     elif kind == "base_eval":
         with session_scope() as session:
-            job_runs.store_base_eval(session, event["key"], event["base_model"], event["result"])
+            job_runs.store_base_eval(
+                session,
+                job_id,
+                key=event["key"],
+                base_model=event["base_model"],
+                # Anything not explicitly the shipped sets stays with the job's tenant.
+                shared=event.get("scope") == "shared",
+                result=event["result"],
+            )
     elif kind == "done":
         outcome.done = event
     elif kind == "error":
         outcome.error = event
-
-
-def _store_checkpoint(job_id: str, event: dict[str, Any]) -> None:
-    folder = Path(event["path"])
-    adapter_dir = folder / "adapter" if (folder / "adapter").is_dir() else folder
-    adapter_zip = zip_adapter(adapter_dir)
-    with session_scope() as session:
-        job_runs.save_checkpoint(
-            session,
-            job_id,
-            step=int(event["step"]),
-            train_loss=event.get("train_loss"),
-            val_loss=event.get("val_loss"),
-            adapter_zip=adapter_zip,
-            state_zip=zip_dir(folder),
-            sha256=sha256_hex(adapter_zip),
-        )
 
 
 def _tail(path: Path, limit: int = 1500) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import INT4_MAX, OwnedJobDep, SessionDep, clean_int
 from api.errors import error_responses
@@ -26,12 +27,12 @@ OWNED_ERRORS = (
 CHUNK_BYTES = 256 * 1024
 
 
-def _chunks(job_id: str, size: int) -> Iterator[bytes]:
+def _chunks(read: Callable[[Session, str, int, int], bytes], row_id: str, size: int) -> Iterator[bytes]:
     # The request's session is closed once the route returns, so the stream reads with its own
     # short units of work, one chunk at a time.
     for offset in range(0, size, CHUNK_BYTES):
         with session_scope() as session:
-            yield artifacts.read_adapter_chunk(session, job_id, offset, CHUNK_BYTES)
+            yield read(session, row_id, offset, CHUNK_BYTES)
 
 
 @router.get(
@@ -64,7 +65,9 @@ def download_adapter(
         "Content-Length": str(adapter.size_bytes),
     }
     return StreamingResponse(
-        _chunks(job.id, adapter.size_bytes), media_type="application/zip", headers=headers
+        _chunks(artifacts.read_adapter_chunk, job.id, adapter.size_bytes),
+        media_type="application/zip",
+        headers=headers,
     )
 
 
@@ -106,8 +109,14 @@ def download_checkpoint_adapter(
         raise SafetuneError(
             ErrorCode.CHECKPOINT_NOT_FOUND, f"job {job.id} has no checkpoint {step!r}", param="step"
         )
+    checkpoint, size = found
     headers = {
-        "Content-Disposition": f'attachment; filename="{job.id}-step-{found.step}-adapter.zip"',
-        "ETag": f'"{found.sha256}"',
+        "Content-Disposition": f'attachment; filename="{job.id}-step-{checkpoint.step}-adapter.zip"',
+        "ETag": f'"{checkpoint.sha256}"',
+        "Content-Length": str(size),
     }
-    return Response(found.adapter_zip, media_type="application/zip", headers=headers)
+    return StreamingResponse(
+        _chunks(artifacts.read_checkpoint_chunk, checkpoint.id, size),
+        media_type="application/zip",
+        headers=headers,
+    )

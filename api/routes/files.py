@@ -12,7 +12,7 @@ from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import BAD_REQUEST, error_responses
 from api.uploads import file_for_tenant
 from safetune.errors import ErrorCode
-from safetune.schemas import FilePurpose, FileRead
+from safetune.schemas import Deleted, FilePurpose, FileRead
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -33,6 +33,7 @@ AUTH_ERRORS = (ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.REQUEST
             ErrorCode.DATASET_EMPTY,
             ErrorCode.DATASET_ENCODING,
             ErrorCode.PAYLOAD_TOO_LARGE,
+            ErrorCode.STORAGE_QUOTA_EXCEEDED,
         ),
         **BAD_REQUEST,
     },
@@ -58,3 +59,13 @@ def upload_file(
 def get_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileRead:
     """Metadata of one uploaded file."""
     return FileRead.model_validate(file_for_tenant(session, tenant.id, file_id))
+
+
+@router.delete(
+    "/{file_id}",
+    response_model=Deleted,
+    responses=error_responses(*AUTH_ERRORS, ErrorCode.FILE_NOT_FOUND, ErrorCode.FILE_IN_USE),
+)
+def delete_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> Deleted:
+    """Delete an uploaded file and its content; 409 file_in_use while an unfinished job uses it."""
+    return Deleted(id=job_service.delete_file(session, tenant.id, file_id).file_id, object="file")

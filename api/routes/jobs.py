@@ -15,7 +15,7 @@ from api.routes.events_stream import SSE_RESPONSES, AfterEventId, LastEventId, e
 from api.uploads import JobSubmission, read_job_submission
 from safetune.errors import ErrorCode
 from safetune.repositories import jobs as jobs_repo
-from safetune.schemas import JobCreate, JobEventList, JobEventRead, JobList, JobRead, JobSpec
+from safetune.schemas import Deleted, JobCreate, JobEventList, JobEventRead, JobList, JobRead, JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -80,6 +80,7 @@ JOB_BODY = {
             ErrorCode.DATASET_EMPTY,
             ErrorCode.DATASET_ENCODING,
             ErrorCode.QUOTA_EXCEEDED,
+            ErrorCode.STORAGE_QUOTA_EXCEEDED,
         ),
         **BAD_REQUEST,
     },
@@ -153,6 +154,18 @@ def list_job_events(
 def cancel_job(session: SessionDep, job: OwnedJobDep) -> JobRead:
     """Cancel a job: at once if queued, at the worker's next step if running."""
     return JobRead.model_validate(jobs_repo.request_cancel(session, job))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=Deleted,
+    responses=error_responses(*OWNED_ERRORS, ErrorCode.JOB_NOT_FINISHED),
+)
+def delete_job(session: SessionDep, job: OwnedJobDep) -> Deleted:
+    """Delete a finished job and its blobs (adapter, checkpoints, report); 409 while it is active."""
+    job_id = job.id
+    jobs_repo.delete_finished_job(session, job)
+    return Deleted(id=job_id, object="fine_tuning.job")
 
 
 __all__ = ["JobCreate", "router"]

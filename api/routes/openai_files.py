@@ -14,11 +14,10 @@ from fastapi.responses import Response
 
 from api import job_service, openai_mapping
 from api.cursors import FileCursor
-from api.deps import SessionDep, SettingsDep, TenantDep, clean_id
+from api.deps import SessionDep, SettingsDep, TenantDep
 from api.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from api.routes.openai_compat import IdempotencyKey
 from api.uploads import file_for_tenant
-from safetune.errors import ErrorCode, SafetuneError
 from safetune.openai_schemas import FileDeleted, FileList, FileObject
 from safetune.repositories import files as files_repo
 from safetune.schemas import RESULT_FILE_PURPOSE, FilePurpose
@@ -88,11 +87,7 @@ def retrieve_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str
 @router.delete("/files/{file_id}", response_model=FileDeleted)
 def delete_file(session: SessionDep, tenant: TenantDep, file_id: Annotated[str, Path()]) -> FileDeleted:
     """Delete a file; 409 file_in_use while an unfinished job uses it."""
-    cleaned = clean_id(file_id)
-    deleted = files_repo.delete_file(session, tenant.id, cleaned) if cleaned else None
-    if deleted is None:
-        raise SafetuneError(ErrorCode.FILE_NOT_FOUND, f"no file with id {file_id!r}", param="file_id")
-    return FileDeleted(id=deleted.file_id, deleted=True)
+    return FileDeleted(id=job_service.delete_file(session, tenant.id, file_id).file_id, deleted=True)
 
 
 @router.get(

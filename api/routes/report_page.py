@@ -1,9 +1,13 @@
 """GET /jobs/{job_id}/safety-report.html and POST /jobs/{job_id}/report-links (signed page URLs).
 
 A browser cannot send the Bearer header when a user opens a link, so an authenticated client mints a
-short-lived URL: ``?token=<tenant_id>.<expires unix>.<hex HMAC>``. The HMAC key is derived from the
-tenant's webhook secret (domain-separated), so links need no new table and rotating that secret
-revokes every outstanding link. The token names one job and expires; it grants nothing else.
+short-lived URL: ``?token=<tenant_id>.<expires unix>.<hex HMAC>``. The HMAC key is derived from a
+server secret (never shown to anyone, `safetune.repositories.server_secrets`) and the tenant id: no
+API key, tenant or webhook receiver can mint or extend a link, and `safetune keys
+rotate-link-secret` revokes every outstanding one. The token names one job and expires; it grants
+nothing else. The server enforces the expiry, and refuses any token that would outlive
+SAFETUNE_REPORT_LINK_MAX_SECONDS from now (lowering the maximum shortens outstanding links too).
+The token path is rate-limited per client address, since it skips the per-key limiter.
 """
 
 from __future__ import annotations
@@ -18,19 +22,29 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from api.deps import SessionDep, TenantDep, get_owned_job, get_tenant, job_not_found
+from api.deps import (
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    client_address,
+    get_owned_job,
+    get_tenant,
+    job_not_found,
+)
 from api.errors import error_responses
 from api.report_html import CONTENT_SECURITY_POLICY, render_report_page
 from api.routes.reports import ready_report
+from safetune.config import Settings
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job
 from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import server_secrets
 from safetune.repositories import tenants as tenants_repo
+from safetune.security import RateLimiter
 
 router = APIRouter(prefix="/jobs", tags=["reports"])
 
-LINK_TTL_SECONDS = 15 * 60
-LINK_KEY_CONTEXT = b"safetune report link v1"
+LINK_KEY_CONTEXT = b"safetune report link v2"
 
 
 class ReportLink(BaseModel):
@@ -39,8 +53,11 @@ class ReportLink(BaseModel):
     expires_at: int
 
 
-def _link_mac(secret: str, tenant_id: str, job_id: str, expires: int) -> str:
-    key = hmac.new(secret.encode(), LINK_KEY_CONTEXT, hashlib.sha256).digest()
+def _link_mac(session: SessionDep, tenant_id: str, job_id: str, expires: int) -> str:
+    server_secret = server_secrets.get_secret(session, server_secrets.REPORT_LINK_SECRET)
+    # One key per tenant (domain-separated), so a MAC of one tenant never verifies for another.
+    key_input = LINK_KEY_CONTEXT + b"\0" + tenant_id.encode()
+    key = hmac.new(server_secret.encode(), key_input, hashlib.sha256).digest()
     return hmac.new(key, f"{tenant_id}.{job_id}.{expires}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -50,16 +67,23 @@ def _link_mac(secret: str, tenant_id: str, job_id: str, expires: int) -> str:
 TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([0-9a-f]{64})")
 
 
-def _job_from_token(session: SessionDep, job_id: str, token: str) -> Job:
+def _job_from_token(session: SessionDep, settings: Settings, job_id: str, token: str) -> Job:
     match = TOKEN_PATTERN.fullmatch(token)
     tenant = tenants_repo.get_tenant(session, match[1]) if match else None
     if match is None or tenant is None:
         raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
     expires, mac = int(match[2]), match[3]
-    if not hmac.compare_digest(_link_mac(tenant.webhook_secret, tenant.id, job_id, expires), mac):
+    if not hmac.compare_digest(_link_mac(session, tenant.id, job_id, expires), mac):
         raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
-    if expires < time.time():
+    now = time.time()
+    if expires < now:
         raise SafetuneError(ErrorCode.AUTH_INVALID, "report link expired; mint a new one", param="token")
+    if expires > now + settings.report_link_max_seconds:
+        raise SafetuneError(
+            ErrorCode.AUTH_INVALID,
+            f"report link outlives the maximum lifetime of {settings.report_link_max_seconds} s",
+            param="token",
+        )
     job = jobs_repo.get_job_for_tenant(session, tenant.id, job_id)
     if job is None:
         raise job_not_found(job_id)
@@ -70,15 +94,33 @@ def _job_from_token(session: SessionDep, job_id: str, token: str) -> Job:
     "/{job_id}/report-links",
     response_model=ReportLink,
     status_code=201,
-    responses=error_responses(ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.JOB_NOT_FOUND),
+    responses=error_responses(
+        ErrorCode.AUTH_MISSING, ErrorCode.RATE_LIMITED, ErrorCode.JOB_NOT_FOUND, ErrorCode.REQUEST_INVALID
+    ),
 )
 def create_report_link(
-    request: Request, session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    job_id: Annotated[str, Path()],
+    expires_in: Annotated[
+        int | None,
+        Query(ge=60, description="seconds the link works (default 900; at most the server's maximum)"),
+    ] = None,
 ) -> ReportLink:
-    """A URL of the HTML safety report that works without the API key for 15 minutes."""
+    """A URL of the HTML safety report that works without the API key for a while (15 minutes)."""
     job = get_owned_job(session, tenant, job_id)
-    expires = int(time.time()) + LINK_TTL_SECONDS
-    token = f"{tenant.id}.{expires}.{_link_mac(tenant.webhook_secret, tenant.id, job.id, expires)}"
+    lifetime = settings.report_link_ttl_seconds if expires_in is None else expires_in
+    if lifetime > settings.report_link_max_seconds:
+        raise SafetuneError(
+            ErrorCode.REQUEST_INVALID,
+            f"expires_in is at most {settings.report_link_max_seconds} seconds",
+            param="expires_in",
+            max_seconds=settings.report_link_max_seconds,
+        )
+    expires = int(time.time()) + min(lifetime, settings.report_link_max_seconds)
+    token = f"{tenant.id}.{expires}.{_link_mac(session, tenant.id, job.id, expires)}"
     url = str(request.url_for("get_safety_report_page", job_id=job.id).include_query_params(token=token))
     return ReportLink(url=url, expires_at=expires)
 
@@ -94,12 +136,15 @@ def create_report_link(
 def get_safety_report_page(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     job_id: Annotated[str, Path()],
     token: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Response:
     """The safety report as a self-contained HTML page (Bearer key, or ?token= from report-links)."""
     if token is not None:
-        job = _job_from_token(session, job_id, token)
+        limiter: RateLimiter = request.app.state.report_link_limiter
+        limiter.check(f"report-link:{client_address(request)}", what="report link requests from this client")
+        job = _job_from_token(session, settings, job_id, token)
     else:
         tenant = get_tenant(
             request, session, request.app.state.rate_limiter, None, request.headers.get("authorization")

@@ -5,7 +5,9 @@ Storage is Postgres today; callers only see these functions, so blobs can move t
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, undefer
 
 from safetune.models import Adapter, Checkpoint, Job, SafetyReport
@@ -33,13 +35,19 @@ def get_adapter_for_tenant(
     return session.scalar(stmt)
 
 
+def _read_chunk(session: Session, blob: Any, where: ColumnElement[bool], offset: int, length: int) -> bytes:
+    # substr in the database (bytea and SQLite blobs alike): a download never holds a whole blob.
+    return bytes(session.scalar(select(func.substr(blob, offset + 1, length)).where(where)) or b"")
+
+
 def read_adapter_chunk(session: Session, job_id: str, offset: int, length: int) -> bytes:
-    """``length`` bytes of the adapter zip from byte ``offset`` (0-based), read in the database so
-    that a download never holds the whole blob in memory (substr works on bytea and SQLite blobs)."""
-    chunk = session.scalar(
-        select(func.substr(Adapter.content, offset + 1, length)).where(Adapter.job_id == job_id)
-    )
-    return bytes(chunk or b"")
+    """``length`` bytes of the adapter zip from byte ``offset`` (0-based)."""
+    return _read_chunk(session, Adapter.content, Adapter.job_id == job_id, offset, length)
+
+
+def read_checkpoint_chunk(session: Session, checkpoint_id: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of a checkpoint's adapter zip from byte ``offset`` (0-based)."""
+    return _read_chunk(session, Checkpoint.adapter_zip, Checkpoint.id == checkpoint_id, offset, length)
 
 
 def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -> list[Checkpoint]:
@@ -54,19 +62,20 @@ def list_checkpoints_for_tenant(session: Session, tenant_id: str, job_id: str) -
 
 def get_checkpoint_for_tenant(
     session: Session, tenant_id: str, job_id: str, step: int | None
-) -> Checkpoint | None:
-    """One checkpoint with its adapter zip; ``step=None`` means the best by validation loss."""
+) -> tuple[Checkpoint, int] | None:
+    """One checkpoint (its blobs not loaded: read_checkpoint_chunk streams the adapter) and the
+    byte length of its adapter zip; ``step=None`` means the best by validation loss."""
     stmt = (
-        select(Checkpoint)
+        select(Checkpoint, func.length(Checkpoint.adapter_zip))
         .join(Job, Job.id == Checkpoint.job_id)
         .where(Checkpoint.job_id == job_id, Job.tenant_id == tenant_id)
-        .options(undefer(Checkpoint.adapter_zip))
     )
     if step is None:
         stmt = stmt.where(Checkpoint.val_loss.is_not(None)).order_by(Checkpoint.val_loss, Checkpoint.step)
     else:
         stmt = stmt.where(Checkpoint.step == step)
-    return session.scalars(stmt.limit(1)).first()
+    row = session.execute(stmt.limit(1)).first()
+    return (row[0], int(row[1] or 0)) if row else None
 
 
 def best_checkpoint_step(checkpoints: list[Checkpoint]) -> int | None:

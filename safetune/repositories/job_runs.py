@@ -26,7 +26,7 @@ from safetune.models import (
     Tenant,
     utcnow,
 )
-from safetune.repositories import job_results
+from safetune.repositories import job_results, storage
 from safetune.repositories.jobs import add_event, tenant_can_start
 
 
@@ -112,6 +112,7 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
     finished = result.rowcount == 1  # type: ignore[attr-defined]
     if finished:  # every worker-side terminal transition (incl. the reaper) announces itself
         webhooks.notify_on_commit(session, job_id)
+        storage.drop_resume_state(session, job_id)
     return finished
 
 
@@ -125,12 +126,14 @@ def mark_succeeded(
     verdict: str,
     base_harmful_score: float | None,
     tuned_harmful_score: float | None,
+    retention: storage.CheckpointRetention,
 ) -> bool:
     """Adapter, report, result file and final status land together or not at all (caller's
     transaction)."""
     if not _finish(session, job_id, JobStatus.SUCCEEDED):
         return False
     job_results.store_results(session, job_id, adapter_zip=adapter_zip, adapter_sha256=adapter_sha256)
+    storage.prune_checkpoints(session, job_id, retention)
     session.add(
         Adapter(job_id=job_id, content=adapter_zip, sha256=adapter_sha256, size_bytes=len(adapter_zip))
     )
@@ -188,7 +191,9 @@ def save_checkpoint(
     adapter_zip: bytes,
     state_zip: bytes,
     sha256: str,
+    retention: storage.CheckpointRetention,
 ) -> None:
+    """Store a checkpoint, then prune the job's checkpoints to the retention (newest N + best)."""
     existing = session.execute(
         select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
     ).scalar_one_or_none()
@@ -205,7 +210,15 @@ def save_checkpoint(
             sha256=sha256,
         )
     )
-    add_event(session, job_id, "checkpoint", f"checkpoint saved at step {step}", data={"step": step})
+    session.flush()
+    pruned = storage.prune_checkpoints(session, job_id, retention)
+    add_event(
+        session,
+        job_id,
+        "checkpoint",
+        f"checkpoint saved at step {step}",
+        data={"step": step, "pruned_steps": pruned},
+    )
 
 
 def latest_checkpoint_state(session: Session, job_id: str) -> tuple[int, bytes] | None:
@@ -232,14 +245,19 @@ def stale_active_jobs(session: Session, older_than: timedelta) -> Sequence[Job]:
     )
 
 
-def store_base_eval(session: Session, key: str, base_model: str, result: dict[str, Any]) -> None:
-    if session.get(BaseEvalCache, key) is None:
-        session.add(BaseEvalCache(cache_key=key, base_model=base_model, result=result))
+def store_base_eval(
+    session: Session, job_id: str, *, key: str, base_model: str, shared: bool, result: dict[str, Any]
+) -> None:
+    """Cache a base-model evaluation: shared by all tenants, or scoped to the job's tenant."""
+    tenant_id = None if shared else session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    if find_base_eval(session, key, tenant_id) is None:
+        session.add(BaseEvalCache(cache_key=key, tenant_id=tenant_id, base_model=base_model, result=result))
         session.flush()
 
 
-def cached_base_evals(session: Session, base_model: str) -> dict[str, dict[str, Any]]:
-    rows = session.execute(
-        select(BaseEvalCache.cache_key, BaseEvalCache.result).where(BaseEvalCache.base_model == base_model)
-    ).all()
-    return {key: result for key, result in rows}
+def find_base_eval(session: Session, key: str, tenant_id: str | None) -> dict[str, Any] | None:
+    """The cached result under ``key`` in one scope: ``tenant_id=None`` is the shared scope only."""
+    scope = BaseEvalCache.tenant_id.is_(None) if tenant_id is None else BaseEvalCache.tenant_id == tenant_id
+    return session.scalars(
+        select(BaseEvalCache.result).where(BaseEvalCache.cache_key == key, scope).limit(1)
+    ).first()

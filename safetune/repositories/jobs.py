@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from safetune import webhooks
 from safetune.errors import ErrorCode, SafetuneError
-from safetune.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, Tenant, utcnow
+from safetune.models import (
+    ACTIVE_STATUSES,
+    IdempotencyRecord,
+    Job,
+    JobEvent,
+    JobStatus,
+    StoredFile,
+    Tenant,
+    utcnow,
+)
 from safetune.schemas import JobSpec
 
 
@@ -191,3 +200,51 @@ def list_succeeded_jobs(session: Session, tenant_id: str) -> list[Job]:
         .order_by(Job.finished_at, Job.id)
     )
     return list(session.scalars(stmt))
+
+
+def delete_finished_job(session: Session, job: Job) -> None:
+    """Delete a finished job with everything it produced: events, metrics, checkpoints, adapter,
+    report, webhook deliveries (foreign-key cascades) and its result file.
+
+    Raises JOB_NOT_FINISHED for a job that is queued or running: its worker may still write to it
+    (an adapter, a checkpoint), so it must be cancelled first, and deleted once it has stopped. The
+    datasets it trained on are the tenant's own files and stay (DELETE /files/{id}), except those
+    already deleted, whose rows were only kept because this job named them.
+    """
+    session.refresh(job, with_for_update=True)  # serialises with a worker finishing it right now
+    status = job.status_enum()
+    if not status.is_terminal():
+        raise SafetuneError(
+            ErrorCode.JOB_NOT_FINISHED,
+            f"job {job.id} is {status.value}; cancel it (POST /jobs/{job.id}/cancel) and delete it "
+            "once it is cancelled",
+            param="job_id",
+            status=status.value,
+        )
+    inputs = {job.training_file_id, job.validation_file_id, job.eval_file_id} - {None}
+    result_file_id = job.result_file_id
+    session.execute(
+        delete(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == job.tenant_id,
+            IdempotencyRecord.scope == "jobs",
+            IdempotencyRecord.resource_id == job.id,
+        )
+    )
+    session.execute(delete(Job).where(Job.id == job.id).execution_options(synchronize_session=False))
+    session.expunge(job)
+    still_named = or_(
+        Job.training_file_id == StoredFile.id,
+        Job.validation_file_id == StoredFile.id,
+        Job.eval_file_id == StoredFile.id,
+        Job.result_file_id == StoredFile.id,
+    )
+    orphans = or_(
+        StoredFile.id == result_file_id,
+        and_(StoredFile.id.in_(inputs), StoredFile.deleted_at.is_not(None)),
+    )
+    session.execute(
+        delete(StoredFile)
+        .where(StoredFile.tenant_id == job.tenant_id, orphans, ~select(Job.id).where(still_named).exists())
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()

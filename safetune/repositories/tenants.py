@@ -18,6 +18,7 @@ def create_tenant(
     max_concurrent_jobs: int | None = None,
     max_queued_jobs: int | None = None,
     max_dataset_bytes: int | None = None,
+    storage_quota_bytes: int | None = None,
 ) -> Tenant:
     tenant = Tenant(
         name=name,
@@ -25,6 +26,7 @@ def create_tenant(
         max_concurrent_jobs=max_concurrent_jobs,
         max_queued_jobs=max_queued_jobs,
         max_dataset_bytes=max_dataset_bytes,
+        storage_quota_bytes=storage_quota_bytes,
     )
     session.add(tenant)
     session.flush()

@@ -8,6 +8,7 @@ import zipfile
 
 from fastapi.testclient import TestClient
 
+from api.routes.adapters import CHUNK_BYTES
 from safetune.db import session_scope
 from safetune.models import Adapter, Checkpoint
 from tests.api.conftest import assert_error, set_status, submit_job
@@ -85,6 +86,8 @@ def test_checkpoint_adapters_download_and_best_by_validation_loss(
     assert listing["data"][0]["download_url"] == f"/jobs/{job_id}/checkpoints/10/adapter"
     step30 = client.get(f"/jobs/{job_id}/checkpoints/30/adapter", headers=auth_headers)
     assert (step30.status_code, step30.content) == (200, zips[30])
+    # Streamed in chunks from the database like the final adapter, with its length announced.
+    assert step30.headers["content-length"] == str(len(zips[30])) and len(zips[30]) > CHUNK_BYTES
     best = client.get(f"/jobs/{job_id}/checkpoints/best/adapter", headers=auth_headers)
     assert best.content == zips[20]
     assert "step-20" in best.headers["content-disposition"]

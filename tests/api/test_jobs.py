@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from safetune.db import session_scope
+from safetune.models import Adapter, Checkpoint, Job, JobEvent, SafetyReport, StoredFile
 from tests.api.conftest import TINY_MODEL, assert_error, chat_jsonl, row_counts, set_status, submit_job
 
 
@@ -187,3 +191,62 @@ def test_sap_minimum_sequence_length_is_per_model_and_only_for_sap(
     )
     assert v1.status_code == 422, v1.text
     assert v1.json()["error"]["param"] == "safety.hyperparameters.max_seq_len"
+
+
+def test_delete_a_finished_job_removes_it_and_its_blobs(
+    client: TestClient, auth_headers: dict[str, str], make_tenant: Callable[..., tuple[str, str]]
+) -> None:
+    job = submit_job(client, auth_headers).json()
+    job_id = job["id"]
+    result_file_id = with_results(job_id)
+    _other, other_key = make_tenant()
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert_error(client.delete(f"/jobs/{job_id}", headers=other), 404, "job_not_found")
+
+    response = client.delete(f"/jobs/{job_id}", headers=auth_headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"id": job_id, "object": "fine_tuning.job", "deleted": True}
+    assert_error(client.get(f"/jobs/{job_id}", headers=auth_headers), 404, "job_not_found")
+    assert_error(client.get(f"/jobs/{job_id}/adapter", headers=auth_headers), 404, "job_not_found")
+    with session_scope() as session:
+        for model in (Adapter, Checkpoint, SafetyReport, JobEvent):
+            assert session.scalar(select(func.count()).select_from(model).where(model.job_id == job_id)) == 0
+        assert session.get(StoredFile, result_file_id) is None  # the job's own output goes with it
+    # The dataset is the tenant's own upload: it stays until DELETE /files/{id}.
+    assert client.get(f"/files/{job['training_file']}", headers=auth_headers).status_code == 200
+
+
+def test_an_active_job_must_be_cancelled_before_it_is_deleted(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = submit_job(client, auth_headers).json()["id"]
+    set_status(job_id, "running")
+    error = assert_error(client.delete(f"/jobs/{job_id}", headers=auth_headers), 409, "job_not_finished")
+    assert error["status"] == "running" and "cancel" in error["message"]
+    assert client.get(f"/jobs/{job_id}", headers=auth_headers).status_code == 200
+    set_status(job_id, "cancelled")
+    assert client.delete(f"/jobs/{job_id}", headers=auth_headers).status_code == 200
+
+
+def with_results(job_id: str) -> str:
+    """What a succeeded job leaves (adapter, checkpoint, report, result file); returns the file id."""
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        result = StoredFile(
+            tenant_id=job.tenant_id,
+            purpose="fine-tune-results",
+            filename="step_metrics.csv",
+            format="csv",
+            num_examples=1,
+            size_bytes=3,
+            sha256="0" * 64,
+            content=b"csv",
+        )
+        session.add(result)
+        session.flush()
+        job.result_file_id = result.id
+        job.status = "succeeded"
+        session.add(Adapter(job_id=job_id, content=b"zip", sha256="1" * 64, size_bytes=3))
+        session.add(Checkpoint(job_id=job_id, step=1, adapter_zip=b"z", state_zip=b"", sha256="2" * 64))
+        session.add(SafetyReport(job_id=job_id, schema_version=1, verdict="pass", report={}))
+        return result.id

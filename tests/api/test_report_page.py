@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import time
 from typing import Any
@@ -9,10 +11,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from cli.main import app as cli_app
+from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.models import SafetyReport
 from safetune.repositories import jobs as jobs_repo
+from safetune.repositories import server_secrets
 from sap_core.judges import Verdict
 from sap_core.report import build_report
 from sap_core.safety_eval import ModelEval, PromptResult
@@ -156,6 +162,87 @@ def test_signed_link_opens_the_page_without_a_key_and_only_for_that_job(
     monkeypatch.setattr(time, "time", lambda: real_time() + 16 * 60)
     error = assert_error(client.get(f"{url.path}?{url.query}"), 401, "auth_invalid")
     assert "expired" in error["message"]
+
+
+def forge(secret: str, context: bytes, tenant_id: str, job_id: str, expires: int) -> str:
+    key = hmac.new(secret.encode(), context, hashlib.sha256).digest()
+    mac = hmac.new(key, f"{tenant_id}.{job_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{tenant_id}.{expires}.{mac}"
+
+
+YEAR_2100 = 4102444800
+
+
+def test_a_link_cannot_be_signed_by_the_tenant_nor_outlive_the_maximum(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    path = f"/jobs/{job_id}/safety-report.html"
+    assert client.post(f"/jobs/{job_id}/report-links", headers=auth_headers).status_code == 201
+    # Every API key of the tenant (and every webhook receiver) knows the webhook secret: the old
+    # key derivation let them turn a 15-minute link into one valid until 2100.
+    webhook_secret = client.get("/webhook-secret", headers=auth_headers).json()["secret"]
+    old_style = forge(webhook_secret, b"safetune report link v1", tenant[0], job_id, YEAR_2100)
+    assert_error(client.get(f"{path}?token={old_style}"), 401, "auth_invalid")
+    # Even a token signed with the server's own key is refused past the maximum lifetime.
+    with session_scope() as session:
+        server_secret = server_secrets.get_secret(session, server_secrets.REPORT_LINK_SECRET)
+    context = b"safetune report link v2\0" + tenant[0].encode()
+    too_long = forge(server_secret, context, tenant[0], job_id, YEAR_2100)
+    error = assert_error(client.get(f"{path}?token={too_long}"), 401, "auth_invalid")
+    assert "maximum lifetime" in error["message"]
+    within = forge(server_secret, context, tenant[0], job_id, int(time.time()) + 600)
+    assert client.get(f"{path}?token={within}").status_code == 200  # the same derivation, in bounds
+
+
+def test_a_link_lives_as_long_as_asked_up_to_the_maximum(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    links = f"/jobs/{job_id}/report-links"
+    hour = client.post(f"{links}?expires_in=3600", headers=auth_headers).json()
+    assert abs(hour["expires_at"] - (time.time() + 3600)) < 60
+    error = assert_error(
+        client.post(f"{links}?expires_in=86401", headers=auth_headers), 422, "request_invalid"
+    )
+    assert error["param"] == "expires_in" and error["max_seconds"] == 86400
+    assert client.post(f"{links}?expires_in=59", headers=auth_headers).status_code == 422
+
+
+def test_rotating_the_link_secret_revokes_every_link(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    job_id = ready_job(client, auth_headers)
+    url = urlsplit(client.post(f"/jobs/{job_id}/report-links", headers=auth_headers).json()["url"])
+    assert client.get(f"{url.path}?{url.query}").status_code == 200
+    rotated = CliRunner().invoke(cli_app, ["keys", "rotate-link-secret"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "revoked" in rotated.stdout
+    assert_error(client.get(f"{url.path}?{url.query}"), 401, "auth_invalid")
+    fresh = urlsplit(client.post(f"/jobs/{job_id}/report-links", headers=auth_headers).json()["url"])
+    assert client.get(f"{fresh.path}?{fresh.query}").status_code == 200
+
+
+def test_the_token_path_is_rate_limited_per_client(
+    database_url: str, auth_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.main import create_app
+
+    monkeypatch.setenv("SAFETUNE_REPORT_LINK_RATE_PER_MINUTE", "3")
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app()) as limited:
+            job_id = ready_job(limited, auth_headers)
+            path = f"/jobs/{job_id}/safety-report.html?token=garbage"
+            assert [limited.get(path).status_code for _ in range(3)] == [401, 401, 401]
+            error = assert_error(limited.get(path), 429, "rate_limited")
+            assert "report link" in error["message"]
+            # The Bearer path is charged to the API key as before, not to this budget.
+            page = limited.get(f"/jobs/{job_id}/safety-report.html", headers=auth_headers)
+            assert page.status_code == 200
+    finally:
+        monkeypatch.delenv("SAFETUNE_REPORT_LINK_RATE_PER_MINUTE")
+        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize(

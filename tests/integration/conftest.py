@@ -108,6 +108,9 @@ def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
         SAFETUNE_STALE_AFTER_SECONDS="8",
         SAFETUNE_REQUEUE_QUEUED_AFTER_SECONDS="30",
         SAFETUNE_TRAINING_DEVICE="cpu",
+        # Tiny-model steps take seconds: these tests count and resume from checkpoints a few steps
+        # apart, which the production minimum interval (60 s) would skip.
+        SAFETUNE_CHECKPOINT_MIN_INTERVAL_SECONDS="0",
         SAFETUNE_FAULT_SUFFIX=FAULT_SUFFIX,
         SAFETUNE_WEBHOOK_ALLOWED_HOSTS=LOCAL_RECEIVERS,
         HF_HUB_OFFLINE="1",

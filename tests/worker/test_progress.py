@@ -13,7 +13,10 @@ from sqlalchemy import select
 from safetune.db import session_scope
 from safetune.models import Checkpoint, Job, StoredFile
 from safetune.repositories import job_runs
+from safetune.repositories.storage import CheckpointRetention
 from worker.progress import ProgressWriter
+
+KEEP_MANY = CheckpointRetention(keep_last=100, keep_best=True)
 
 
 def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> dict[str, object]:
@@ -51,6 +54,7 @@ def succeed(job_id: str) -> None:
             verdict="pass",
             base_harmful_score=None,
             tuned_harmful_score=None,
+            retention=KEEP_MANY,
         )
 
 
@@ -119,6 +123,7 @@ def save_checkpoint(job_id: str, at: int, sha: str) -> None:
             adapter_zip=b"z",
             state_zip=b"s",
             sha256=sha,
+            retention=KEEP_MANY,
         )
 
 
