@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from safetune.config import get_settings
-from safetune.db import session_scope
+from safetune.db import on_commit, session_scope
 from safetune.errors import ErrorCode
 from safetune.queue import enqueue_training
 from safetune.repositories import job_queue, job_runs
@@ -122,7 +122,6 @@ def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
 
 
 def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
-    requeued = False
     with session_scope() as session:
         if outcome.stop_reason == "cancel":
             job_runs.mark_cancelled(session, job_id)
@@ -131,9 +130,9 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
         # whole process group before the STOP file did) was interrupted, not broken: requeue it.
         interrupted = outcome.done is None and outcome.error is None and shutdown.requested()
         if (outcome.stop_reason == "shutdown" or interrupted) and outcome.done is None:
-            requeued = job_runs.requeue(
-                session, job_id, "worker shut down; the job resumes from its last checkpoint"
-            )
+            reason = "worker shut down; the job resumes from its last checkpoint"
+            if job_runs.requeue(session, job_id, reason):
+                on_commit(session, lambda: enqueue_training(job_id))
         elif outcome.done is not None:
             report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
             adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
@@ -165,6 +164,4 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 f"training process exited with code {outcome.return_code}: {outcome.stderr_tail}",
             )
             return
-    if requeued:
-        enqueue_training(job_id)
 
