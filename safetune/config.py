@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="POSTs per event, first included")
     webhook_backoff_seconds: float = Field(
-        default=2.0, ge=0, description="sleep before retry n is backoff * 2**(n-1)"
+        default=2.0, ge=0, description="retry n is due backoff * 2**(n-1) seconds after attempt n"
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often each worker looks for due webhook events"
     )
 
     @field_validator("database_url")

@@ -31,6 +31,5 @@ celery_app.conf.update(
 )
 
 import worker.signals  # noqa: E402,F401  (connects process signals for this app)
-import worker.webhooks  # noqa: E402,F401  (drains webhook deliveries on shutdown)
 
 app = celery_app

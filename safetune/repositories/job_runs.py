@@ -111,7 +111,7 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
     )
     finished = result.rowcount == 1  # type: ignore[attr-defined]
     if finished:  # every worker-side terminal transition (incl. the reaper) announces itself
-        webhooks.notify_on_commit(session, job_id)
+        webhooks.announce(session, job_id, status.value)
     return finished
 
 

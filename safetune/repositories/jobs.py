@@ -131,7 +131,7 @@ def request_cancel(session: Session, job: Job) -> Job:
         job.cancel_requested_at = now
         job.finished_at = now
         add_event(session, job.id, "cancelled", "job cancelled before it started")
-        webhooks.notify_on_commit(session, job.id)
+        webhooks.announce(session, job.id, JobStatus.CANCELLED.value)
     elif job.cancel_requested_at is None:
         job.cancel_requested_at = now
         add_event(session, job.id, "cancel_requested", "cancellation requested; the worker will stop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Any
@@ -178,6 +179,7 @@ def test_malformed_link_tokens_are_401_not_500(
 
 def test_webhook_secret_is_readable_by_the_tenant(client: TestClient, auth_headers: dict[str, str]) -> None:
     body = client.get("/webhook-secret", headers=auth_headers).json()
-    assert body["object"] == "webhook_secret" and len(body["secret"]) == 64
-    assert body["signature_header"] == "safetune-signature"
+    assert body["object"] == "webhook_secret" and body["secret"].startswith("whsec_")
+    assert len(base64.b64decode(body["secret"].removeprefix("whsec_"))) == 32
+    assert body["signature_header"] == "webhook-signature"
     assert_error(client.get("/webhook-secret"), 401, "auth_missing")
