@@ -47,7 +47,8 @@ class Base(DeclarativeBase):
 
 
 class JobStatus(StrEnum):
-    VALIDATING = "validating"
+    # No "validating": a job's spec and data are validated before its row is inserted (a bad one is
+    # a 4xx that writes nothing), so a stored job starts queued.
     QUEUED = "queued"
     RUNNING = "running"
     EVALUATING = "evaluating"

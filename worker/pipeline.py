@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -29,6 +30,8 @@ from worker.progress import HeartbeatLost
 from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
+
+VERDICTS = ("pass", "warn", "fail")
 
 
 
@@ -68,7 +71,7 @@ def run_job(job_id: str) -> None:
             return
         log.exception("job crashed in the worker", extra={"job_id": job_id})
         with session_scope() as session:
-            job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL.code, f"worker error: {exc}")
+            job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL, f"worker error: {exc}")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
 
@@ -135,6 +138,16 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 on_commit(session, lambda: enqueue_training(job_id))
         elif outcome.done is not None:
             report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
+            verdict = (report.get("verdict") or {}).get("status")
+            if verdict not in VERDICTS:
+                # Never publish a made-up verdict: a "warn" nobody computed reads as a real result.
+                job_runs.mark_failed(
+                    session,
+                    job_id,
+                    ErrorCode.EVALUATION_FAILED,
+                    f"the safety report has no valid verdict (got {verdict!r}); no result was stored",
+                )
+                return
             adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
             summary = report.get("summary", {})
             job_runs.mark_succeeded(
@@ -143,25 +156,29 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 adapter_zip=adapter_zip,
                 adapter_sha256=sha256_hex(adapter_zip),
                 report=report,
-                verdict=str(report.get("verdict", {}).get("status", "warn")),
+                verdict=verdict,
                 base_harmful_score=summary.get("base_harmful_score"),
                 tuned_harmful_score=summary.get("tuned_harmful_score"),
             )
             return
         elif outcome.error is not None:
-            job_runs.mark_failed(
-                session,
-                job_id,
-                str(outcome.error.get("code", ErrorCode.TRAINING_FAILED.code)),
-                str(outcome.error.get("message", "training failed")),
-            )
+            code, message = _child_failure(outcome.error)
+            job_runs.mark_failed(session, job_id, code, message)
             return
         else:
             job_runs.mark_failed(
                 session,
                 job_id,
-                ErrorCode.TRAINING_FAILED.code,
+                ErrorCode.TRAINING_FAILED,
                 f"training process exited with code {outcome.return_code}: {outcome.stderr_tail}",
             )
             return
 
+
+def _child_failure(error: dict[str, Any]) -> tuple[ErrorCode, str]:
+    """The child's error event as (code, message); a code we do not know is kept in the message."""
+    message = str(error.get("message", "training failed"))
+    code = ErrorCode.for_job_failure(error.get("code"))
+    if code is None:
+        return ErrorCode.TRAINING_FAILED, f"{message} (unknown error code {error.get('code')!r})"
+    return code, message

@@ -47,7 +47,7 @@ def reap() -> dict[str, int]:
                 failed += job_runs.mark_failed(
                     session,
                     job.id,
-                    ErrorCode.WORKER_LOST.code,
+                    ErrorCode.WORKER_LOST,
                     f"worker {job.worker_id} stopped heartbeating ({silent_for}) "
                     f"after {job.attempt} attempts",
                 )

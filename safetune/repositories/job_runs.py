@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from safetune import webhooks
+from safetune.errors import ErrorCode
 from safetune.models import (
     ACTIVE_STATUSES,
     Adapter,
@@ -150,10 +151,10 @@ def mark_succeeded(
     return True
 
 
-def mark_failed(session: Session, job_id: str, code: str, message: str) -> bool:
-    if not _finish(session, job_id, JobStatus.FAILED, error_code=code, error_message=message[:4000]):
+def mark_failed(session: Session, job_id: str, code: ErrorCode, message: str) -> bool:
+    if not _finish(session, job_id, JobStatus.FAILED, error_code=code.code, error_message=message[:4000]):
         return False
-    add_event(session, job_id, "failed", message[:4000], data={"code": code}, level="error")
+    add_event(session, job_id, "failed", message[:4000], data={"code": code.code}, level="error")
     return True
 
 

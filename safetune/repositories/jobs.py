@@ -125,7 +125,7 @@ def request_cancel(session: Session, job: Job) -> Job:
         raise SafetuneError(
             ErrorCode.JOB_NOT_CANCELLABLE, f"job {job.id} is already {status.value}", status=status.value
         )
-    if status in (JobStatus.QUEUED, JobStatus.VALIDATING):
+    if status is JobStatus.QUEUED:
         job.status = JobStatus.CANCELLED.value
         job.stage = None  # it may have been waiting for a slot (job_queue.park)
         job.cancel_requested_at = now

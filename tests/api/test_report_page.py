@@ -51,7 +51,7 @@ def make_report() -> dict[str, Any]:
     return build_report(
         base,
         tuned,
-        utility={"loss_before": 2.5, "loss_after": 1.5, "val_losses": {"2": 2.0, "4": 1.6}},
+        utility={"val_loss_before": 2.5, "val_loss_after": 1.5, "val_losses": {"2": 2.0, "4": 1.6}},
         training={"guard": {"kind": "sap", "strength": 1.0}, "learning_rate": 1e-4, "max_steps": 4},
         n_examples=4,
     )

@@ -22,6 +22,7 @@ from safetune import webhooks
 from safetune.config import get_settings
 from safetune.datasets import DatasetLimits, parse_dataset
 from safetune.db import session_scope
+from safetune.errors import ErrorCode
 from safetune.models import WebhookDelivery, WebhookOutboxEvent
 from safetune.repositories import files as files_repo
 from safetune.repositories import job_runs
@@ -150,7 +151,7 @@ def running_job(webhook_url: str | None) -> tuple[str, str]:
 
 def fail(job_id: str) -> None:
     with session_scope() as session:
-        assert job_runs.mark_failed(session, job_id, "training_failed", "boom")
+        assert job_runs.mark_failed(session, job_id, ErrorCode.TRAINING_FAILED, "boom")
 
 
 def outbox(job_id: str) -> list[WebhookOutboxEvent]:
@@ -179,7 +180,7 @@ def drain(until: Callable[[], bool], seconds: float = 15) -> None:
 def test_the_event_is_written_with_the_status_change_and_not_without_it(configure: Any) -> None:
     job_id, _ = running_job("http://127.0.0.1:9/hook")
     with pytest.raises(RuntimeError), session_scope() as session:
-        job_runs.mark_failed(session, job_id, "training_failed", "boom")
+        job_runs.mark_failed(session, job_id, ErrorCode.TRAINING_FAILED, "boom")
         assert len(session.scalars(select(WebhookOutboxEvent)).all()) >= 1  # same transaction
         raise RuntimeError("the transition rolls back")
     assert outbox(job_id) == []  # a rolled-back transition is never announced
