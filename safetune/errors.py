@@ -11,7 +11,6 @@ class ErrorCode(Enum):
 
     AUTH_MISSING = ("auth_missing", 401)
     AUTH_INVALID = ("auth_invalid", 401)
-    ADMIN_ONLY = ("admin_only", 403)
     NOT_FOUND = ("not_found", 404)
     JOB_NOT_FOUND = ("job_not_found", 404)
     FILE_NOT_FOUND = ("file_not_found", 404)
