@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -17,22 +17,12 @@ from safetune.repositories import jobs as jobs_repo
 from safetune.repositories import tenants as tenants_repo
 from safetune.security import RateLimiter, hash_api_key
 
-AFTER_COMMIT = "after_commit"
-
-
-def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once SessionDep has committed (e.g. enqueue a job: STYLE rule 17)."""
-    session.info.setdefault(AFTER_COMMIT, []).append(callback)
-
 
 def get_session() -> Iterator[Session]:
-    """One unit of work per request: commit once on success, roll back on any exception."""
+    """One unit of work per request: commit once on success, roll back on any exception; what a
+    route registered with safetune.db.on_commit (enqueue a job: STYLE rule 17) runs after the commit."""
     with session_scope() as session:
         yield session
-        # Taken before the commit and run only after it; on an exception they are dropped.
-        callbacks = session.info.pop(AFTER_COMMIT, [])
-    for callback in callbacks:
-        callback()
 
 
 # scope="function": the commit happens before the response is sent, so a 201 is never

@@ -18,17 +18,18 @@ from safetune.schemas import ErrorBody
 
 log = logging.getLogger("api.errors")
 
+# Codes of the errors Starlette raises itself (unknown route, wrong method, ...).
 STATUS_CODES = {
-    400: "request_invalid",
-    401: "auth_invalid",
+    400: ErrorCode.REQUEST_INVALID.code,
+    401: ErrorCode.AUTH_INVALID.code,
     403: "forbidden",
-    404: "not_found",
+    404: ErrorCode.NOT_FOUND.code,
     405: "method_not_allowed",
     406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "request_invalid",
-    429: "rate_limited",
+    413: ErrorCode.PAYLOAD_TOO_LARGE.code,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE.code,
+    422: ErrorCode.REQUEST_INVALID.code,
+    429: ErrorCode.RATE_LIMITED.code,
 }
 
 

@@ -14,10 +14,11 @@ from fastapi import UploadFile
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.deps import clean_id, run_after_commit
+from api.deps import clean_id
 from api.uploads import owned_file, parse_upload, request_hash, upload_filename
 from safetune import queue
 from safetune.config import Settings
+from safetune.db import on_commit
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.models import Job, StoredFile, Tenant
 from safetune.repositories import files as files_repo
@@ -137,7 +138,7 @@ def submit_job(
     if idempotency_key:
         idempotency.record_key(session, tenant.id, "jobs", idempotency_key, fingerprint, job.id)
     job_id = job.id
-    run_after_commit(session, lambda: queue.enqueue_training(job_id))
+    on_commit(session, lambda: queue.enqueue_training(job_id))
     return Stored(job)
 
 

@@ -13,9 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import DEFAULT_URL, ApiKeyOption, UrlOption, api_client, fail, print_json
+from safetune.adapter_format import ADAPTER_FILES
 
-# Exactly what PeftModel.save_pretrained(safe_serialization=True) writes (STYLE rule 21).
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
 console = Console()
@@ -95,11 +94,10 @@ def render_report(body: dict[str, Any]) -> None:
     utility = report.get("utility")
     if isinstance(utility, dict) and utility:
         table = Table("utility", "before", "after", "change", title="Utility (task loss, lower is better)")
-        for prefix in ("", "val_"):
-            before, after = utility.get(f"{prefix}loss_before"), utility.get(f"{prefix}loss_after")
-            if before is not None or after is not None:
-                label = f"{utility.get('loss_set', 'eval')} loss" if not prefix else "val loss"
-                table.add_row(label, _num(before), _num(after), _delta(before, after))
+        before, after = utility.get("val_loss_before"), utility.get("val_loss_after")
+        if before is not None or after is not None:
+            label = f"{utility.get('loss_set', 'validation')} loss"
+            table.add_row(label, _num(before), _num(after), _delta(before, after))
         console.print(table)
 
 

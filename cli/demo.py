@@ -38,7 +38,9 @@ def _start_api(port: int) -> None:
     import uvicorn
 
     from api.main import create_app
+    from worker import embedded
 
+    embedded.start()  # registers the in-process runner with safetune.queue
     app = create_app()
     # The demo narrates the job from its events; the service's JSON logs would only repeat them.
     logging.getLogger("safetune").setLevel(logging.WARNING)

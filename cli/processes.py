@@ -28,8 +28,11 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes.")] = 1,
 ) -> None:
-    """Run the HTTP API (uvicorn api.main:app)."""
-    _exec(["-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port), "--workers", str(workers)])
+    """Run the HTTP API (uvicorn api.main:app; with the in-process training runner when no broker is set)."""
+    from safetune.config import get_settings
+
+    app_path = "cli.embedded_app:app" if get_settings().embedded else "api.main:app"
+    _exec(["-m", "uvicorn", app_path, "--host", host, "--port", str(port), "--workers", str(workers)])
 
 
 def worker(

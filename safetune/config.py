@@ -12,7 +12,6 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "safetune"
-PLACEHOLDER_SECRET = "change-me"
 HOST_NAME = re.compile(r"(?i)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?")
 
 
@@ -75,7 +74,6 @@ class Settings(BaseSettings):
     )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    admin_token: str = Field(default=PLACEHOLDER_SECRET, description="guards the admin CLI/HTTP endpoints")
     webhook_allowed_hosts: str = Field(
         default="",
         description="comma-separated host names or CIDRs that may receive webhooks although not public",
@@ -83,7 +81,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="POSTs per event, first included")
     webhook_backoff_seconds: float = Field(
-        default=2.0, ge=0, description="sleep before retry n is backoff * 2**(n-1)"
+        default=2.0, ge=0, description="retry n is due backoff * 2**(n-1) seconds after attempt n"
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often each worker looks for due webhook events"
     )
 
     @field_validator("database_url")
@@ -108,9 +109,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Settings:
-        if self.environment == "production" and self.admin_token == PLACEHOLDER_SECRET:
-            raise ValueError("SAFETUNE_ADMIN_TOKEN must be set to a real secret in production")
+    def _heartbeat_within_lease(self) -> Settings:
+        # A supervisor gives its job up when no heartbeat landed for stale_after / 2 (worker.progress),
+        # and the reaper takes a job silent for stale_after: a slower heartbeat loses healthy jobs.
+        if self.heartbeat_seconds >= self.stale_after_seconds / 2:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be below half of stale_after_seconds "
+                f"({self.stale_after_seconds})"
+            )
         return self
 
     @property

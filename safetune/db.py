@@ -1,8 +1,14 @@
-"""Engine and unit-of-work helpers. Engines are per process (disposed after fork by the worker)."""
+"""Engine and unit-of-work helpers. Engines are per process (disposed after fork by the worker).
+
+`session_scope()` is the one unit of work of the API (per request) and of the worker (per state
+transition), and `on_commit(session, callback)` the one way to act only once that work is durable
+(enqueue a job, wake the webhook dispatcher): a rolled-back transaction runs none of its callbacks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -11,6 +17,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from safetune.config import get_settings
+
+log = logging.getLogger("safetune.db")
+
+AFTER_COMMIT = "safetune_after_commit"
 
 
 def make_engine(url: str) -> Engine:
@@ -44,10 +54,25 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after ``session``'s unit of work has committed; never if it rolls back.
+
+    Only for sessions of :func:`session_scope`, which owns the commit: anywhere else the callback
+    could silently never run, so that is refused.
+    """
+    callbacks = session.info.get(AFTER_COMMIT)
+    if callbacks is None:
+        raise RuntimeError("on_commit needs a session from safetune.db.session_scope()")
+    callbacks.append(callback)
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
+    """One unit of work: commit on success, roll back on any exception, then run the on_commit
+    callbacks (after the connection is back in the pool, so a slow callback holds none)."""
     session = get_sessionmaker()()
+    callbacks: list[Callable[[], None]] = []
+    session.info[AFTER_COMMIT] = callbacks
     try:
         yield session
         session.commit()
@@ -56,6 +81,14 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            # The work is committed: a failing follow-up (the broker is down) must not turn it into
+            # an error, or the client retries and duplicates it. Each follow-up has its own repair
+            # path (the reaper re-sends lost messages; the dispatcher polls the outbox).
+            log.exception("after-commit callback failed")
 
 
 def reset_engine() -> None:

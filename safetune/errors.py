@@ -11,7 +11,6 @@ class ErrorCode(Enum):
 
     AUTH_MISSING = ("auth_missing", 401)
     AUTH_INVALID = ("auth_invalid", 401)
-    ADMIN_ONLY = ("admin_only", 403)
     NOT_FOUND = ("not_found", 404)
     JOB_NOT_FOUND = ("job_not_found", 404)
     FILE_NOT_FOUND = ("file_not_found", 404)
@@ -39,8 +38,11 @@ class ErrorCode(Enum):
     INTERNAL = ("internal_error", 500)
     DATABASE_UNAVAILABLE = ("database_unavailable", 503)
     BROKER_UNAVAILABLE = ("broker_unavailable", 503)
-    # job failure codes (stored on the job, not HTTP responses)
+    # Job failure codes (stored on the job, not HTTP responses). Every code a job can fail with is a
+    # member: mark_failed takes an ErrorCode, and the child's codes go through for_job_failure.
     TRAINING_FAILED = ("training_failed", 500)
+    BASE_MODEL_UNAVAILABLE = ("base_model_unavailable", 500)  # registered, but not in the model cache
+    EVALUATION_FAILED = ("evaluation_failed", 500)  # training finished; the safety report is unusable
     TRAINING_DIVERGED = ("training_diverged", 422)  # the loss became NaN/inf: the spec or data, not us
     TRAINING_STALLED = ("training_stalled", 500)
     WORKER_LOST = ("worker_lost", 500)
@@ -52,6 +54,11 @@ class ErrorCode(Enum):
     @property
     def http_status(self) -> int:
         return self.value[1]
+
+    @classmethod
+    def for_job_failure(cls, code: object) -> ErrorCode | None:
+        """The member whose machine code is ``code`` (e.g. from the training child), else None."""
+        return next((member for member in cls if member.code == code), None)
 
 
 class SafetuneError(Exception):

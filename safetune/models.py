@@ -47,7 +47,8 @@ class Base(DeclarativeBase):
 
 
 class JobStatus(StrEnum):
-    VALIDATING = "validating"
+    # No "validating": a job's spec and data are validated before its row is inserted (a bad one is
+    # a 4xx that writes nothing), so a stored job starts queued.
     QUEUED = "queued"
     RUNNING = "running"
     EVALUATING = "evaluating"
@@ -268,11 +269,33 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class WebhookOutboxEvent(Base):
+    """A job event to announce: written in the transaction of the status change it announces, so an
+    event exists exactly when the change committed; the workers drain it (safetune.webhooks)."""
+
+    __tablename__ = "webhook_outbox"
+
+    # evt_<hex>, the event's id and its `webhook-id`: the same on every retry, so receivers de-duplicate.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due; NULL once the event was delivered or given up on. A claimed event
+    # is pushed a lease into the future, so a dispatcher that dies mid-attempt only delays it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class WebhookDelivery(Base):
+    """One attempt to deliver an outbox event."""
+
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
     event_type: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)

@@ -35,8 +35,8 @@ MIN_LR_MULTIPLIER = 1e-6 / DEFAULT_LEARNING_RATE
 MAX_LR_MULTIPLIER = 1e-2 / DEFAULT_LEARNING_RATE
 
 OpenAIStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+# OpenAI's "validating_files" never applies: ours are validated before the job row exists.
 STATUS_MAP: dict[str, OpenAIStatus] = {
-    "validating": "validating_files",
     "queued": "queued",
     "running": "running",
     "evaluating": "running",  # our post-training safety evaluation is part of OpenAI's "running"

@@ -1,9 +1,9 @@
-"""API keys (generate / hash / verify) and a per-key rate limiter."""
+"""API keys (generate / hash), webhook signing secrets, and a per-key rate limiter."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import hmac
 import secrets
 import threading
 import time
@@ -26,8 +26,13 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def verify_api_key(key: str, key_hash: str) -> bool:
-    return hmac.compare_digest(hash_api_key(key), key_hash)
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def generate_webhook_secret() -> str:
+    """A tenant's webhook signing secret in the Standard Webhooks format: whsec_<base64 of 32 bytes>
+    (what OpenAI's SDK and the `standardwebhooks` package expect)."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def display_prefix(key: str) -> str:

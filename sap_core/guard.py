@@ -141,7 +141,6 @@ class SapGuard:
         self._hooks: list[Any] = []
         self._active: list[torch.Tensor] | None = None
         self._outer_rng = _rng_state()
-        self.last_stats: dict[str, float] = {}
 
     # ---- harmful direction -------------------------------------------------------------------
     def contrastive_loss(self) -> torch.Tensor:
@@ -174,7 +173,6 @@ class SapGuard:
         norm = math.sqrt(sum(float(g.pow(2).sum()) for g in flat))
         self.direction = [g / norm for g in flat]
         self.steps_since_refresh = 0
-        self.last_stats["contrastive_loss"] = float(loss.detach())
         return self.direction
 
     def _maybe_refresh(self) -> list[torch.Tensor]:
@@ -250,9 +248,8 @@ class SapGuard:
                     p.copy_(b)
 
     def _sign_step(self, gv: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        probe = [self.config.probe_step * torch.sign(g) for g in gv]
-        self.last_stats["probe_grad_norm"] = math.sqrt(sum(float(g.pow(2).sum()) for g in gv))
-        return probe
+        # No statistics here: each float() of a GPU tensor is a host sync per step (issue 12 §10).
+        return [self.config.probe_step * torch.sign(g) for g in gv]
 
     def _sub_batches(self, batches: Sequence[Batch]) -> list[Batch]:
         n = self.config.probe_batch_size

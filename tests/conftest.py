@@ -20,7 +20,6 @@ from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
 
-from safetune import queue
 from safetune.config import Settings, get_settings
 from safetune.db import reset_engine, session_scope
 
@@ -54,7 +53,6 @@ def drop_database(name: str) -> None:
 def _reset_caches() -> None:
     get_settings.cache_clear()
     reset_engine()
-    queue.reset_client()
 
 
 @contextmanager

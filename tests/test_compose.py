@@ -14,7 +14,7 @@ import yaml
 from safetune.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "SAFETUNE_ADMIN_TOKEN": "admin-secret"}
+SECRETS = {"POSTGRES_PASSWORD": "pg-secret"}
 APP_SERVICES = ("migrate", "api", "worker")
 
 pytestmark = pytest.mark.skipif(
@@ -94,7 +94,6 @@ def test_settings_come_from_safetune_env(services: dict[str, dict[str, Any]]) ->
         assert env["SAFETUNE_BROKER_URL"] == "redis://redis:6379/0"
         assert env["SAFETUNE_MODEL_CACHE"] == "/models"
         assert env["SAFETUNE_ENVIRONMENT"] == "production"
-        assert env["SAFETUNE_ADMIN_TOKEN"] == "admin-secret"
         # Every SAFETUNE_* name must be a real Settings field (a typo would silently fall back).
         safetune_vars = {k: v for k, v in env.items() if k.startswith("SAFETUNE_")}
         unknown = {

@@ -8,7 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+from safetune.adapter_format import ADAPTER_FILES
 
 
 def zip_dir(folder: Path) -> bytes:

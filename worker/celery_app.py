@@ -6,7 +6,7 @@ from celery import Celery
 
 from safetune.config import get_settings
 from safetune.logging_setup import configure_logging
-from safetune.queue import REAP_TASK, TRAINING_QUEUE
+from safetune.queue import TRAINING_QUEUE
 
 settings = get_settings()
 configure_logging()  # JSON lines; worker_hijack_root_logger=False keeps Celery off the root logger
@@ -26,16 +26,10 @@ celery_app.conf.update(
     # and the conditional claim protects against a second delivery of a job still running.
     broker_transport_options={"visibility_timeout": 6 * 3600},
     worker_hijack_root_logger=False,
-    beat_schedule={
-        "reap-stale-jobs": {
-            "task": REAP_TASK,
-            "schedule": max(5.0, settings.heartbeat_seconds * 2),
-            "options": {"queue": TRAINING_QUEUE},
-        }
-    },
+    # No beat schedule: each worker reaps from a thread of its main process (worker.signals), since a
+    # periodic task would wait in the training queue behind hours-long jobs, and needs a beat process.
 )
 
 import worker.signals  # noqa: E402,F401  (connects process signals for this app)
-import worker.webhooks  # noqa: E402,F401  (drains webhook deliveries on shutdown)
 
 app = celery_app

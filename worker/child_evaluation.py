@@ -79,8 +79,8 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         "tuned_refusal_rate": metrics["refusal_rate"]["tuned"]["rate"],
         "base_over_refusal_rate": metrics["over_refusal_rate"]["base"]["rate"],
         "tuned_over_refusal_rate": metrics["over_refusal_rate"]["tuned"]["rate"],
-        "loss_before": utility.get("loss_before"),
-        "loss_after": utility.get("loss_after"),
+        "loss_before": utility.get("val_loss_before"),
+        "loss_after": utility.get("val_loss_after"),
     }
 
 

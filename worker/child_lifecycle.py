@@ -22,6 +22,9 @@ log = logging.getLogger("safetune.worker")
 
 SUPERVISOR_PID_ENV = "SAFETUNE_SUPERVISOR_PID"
 PARENT_POLL_SECONDS = 1.0
+# The supervisor asks the child to stop (cancel, shutdown) by creating this file in the job folder;
+# the child looks for it between steps, checkpoints and exits.
+STOP_FILE = "STOP"
 
 
 def spawn(

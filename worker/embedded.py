@@ -1,7 +1,10 @@
 """The embedded default's queue: one in-process thread runs jobs through the same run_job as Celery.
 
-`safetune.queue.enqueue_training` hands job ids here when no broker is configured, so the demo and
-a single-machine install need only SQLite. Jobs still train in a child process.
+`start()` registers `submit` with `safetune.queue` (which never names this package), so that
+`enqueue_training` hands job ids here when no broker is configured: the demo and a single-machine
+install need only SQLite. It also runs the reaper and the webhook dispatcher, as a Celery worker
+does. Jobs still train in a child process. Whoever hosts the API in embedded mode calls `start()`
+once at start-up (`cli.embedded_app`, `safetune demo`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import logging
 import threading
 from queue import Queue
 
+from safetune import queue
 from safetune.config import get_settings
 from worker.pipeline import run_job
 from worker.reaper import start_background_reaper
+from worker.webhook_dispatcher import start_dispatcher
 
 log = logging.getLogger("safetune.embedded")
 
@@ -31,15 +36,18 @@ def _run_forever() -> None:
 
 
 def start() -> None:
+    """Start the runner thread and the reaper, and register with the queue. Idempotent."""
     global _started
     with _lock:
         if _started:
             return
         threading.Thread(target=_run_forever, name="safetune-embedded-worker", daemon=True).start()
-        start_background_reaper(max(5.0, get_settings().heartbeat_seconds * 2))
+        settings = get_settings()
+        start_background_reaper(max(5.0, settings.heartbeat_seconds * 2))
+        start_dispatcher(settings.webhook_poll_seconds)
+        queue.register_local_runner(submit)
         _started = True
 
 
 def submit(job_id: str) -> None:
-    start()
     _jobs.put(job_id)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from safetune.config import get_settings
-from safetune.db import session_scope
+from safetune.db import on_commit, session_scope
 from safetune.errors import ErrorCode
 from safetune.models import Job
 from safetune.queue import enqueue_training
@@ -34,6 +34,8 @@ from worker.spec_mapping import evaluation_options
 from worker.supervisor import ChildOutcome, supervise_child
 
 log = logging.getLogger("safetune.worker")
+
+VERDICTS = ("pass", "warn", "fail")
 
 
 def worker_identity() -> str:
@@ -72,7 +74,7 @@ def run_job(job_id: str) -> None:
             return
         log.exception("job crashed in the worker", extra={"job_id": job_id})
         with session_scope() as session:
-            job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL.code, f"worker error: {exc}")
+            job_runs.mark_failed(session, job_id, ErrorCode.INTERNAL, f"worker error: {exc}")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
 
@@ -148,7 +150,6 @@ def _record_outcome(job_id: str, job_dir: Path, outcome: ChildOutcome) -> None:
 
 
 def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
-    requeued = False
     with session_scope() as session:
         if outcome.stop_reason == "cancel":
             job_runs.mark_cancelled(session, job_id)
@@ -157,11 +158,21 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
         # whole process group before the STOP file did) was interrupted, not broken: requeue it.
         interrupted = outcome.done is None and outcome.error is None and shutdown.requested()
         if (outcome.stop_reason == "shutdown" or interrupted) and outcome.done is None:
-            requeued = job_runs.requeue(
-                session, job_id, "worker shut down; the job resumes from its last checkpoint"
-            )
+            reason = "worker shut down; the job resumes from its last checkpoint"
+            if job_runs.requeue(session, job_id, reason):
+                on_commit(session, lambda: enqueue_training(job_id))
         elif outcome.done is not None:
             report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
+            verdict = (report.get("verdict") or {}).get("status")
+            if verdict not in VERDICTS:
+                # Never publish a made-up verdict: a "warn" nobody computed reads as a real result.
+                job_runs.mark_failed(
+                    session,
+                    job_id,
+                    ErrorCode.EVALUATION_FAILED,
+                    f"the safety report has no valid verdict (got {verdict!r}); no result was stored",
+                )
+                return
             adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
             summary = report.get("summary", {})
             job_runs.mark_succeeded(
@@ -170,27 +181,30 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                 adapter_zip=adapter_zip,
                 adapter_sha256=sha256_hex(adapter_zip),
                 report=report,
-                verdict=str(report.get("verdict", {}).get("status", "warn")),
+                verdict=verdict,
                 base_harmful_score=summary.get("base_harmful_score"),
                 tuned_harmful_score=summary.get("tuned_harmful_score"),
                 retention=storage.CheckpointRetention.from_settings(get_settings()),
             )
             return
         elif outcome.error is not None:
-            job_runs.mark_failed(
-                session,
-                job_id,
-                str(outcome.error.get("code", ErrorCode.TRAINING_FAILED.code)),
-                str(outcome.error.get("message", "training failed")),
-            )
+            code, message = _child_failure(outcome.error)
+            job_runs.mark_failed(session, job_id, code, message)
             return
         else:
             job_runs.mark_failed(
                 session,
                 job_id,
-                ErrorCode.TRAINING_FAILED.code,
+                ErrorCode.TRAINING_FAILED,
                 f"training process exited with code {outcome.return_code}: {outcome.stderr_tail}",
             )
             return
-    if requeued:
-        enqueue_training(job_id)
+
+
+def _child_failure(error: dict[str, Any]) -> tuple[ErrorCode, str]:
+    """The child's error event as (code, message); a code we do not know is kept in the message."""
+    message = str(error.get("message", "training failed"))
+    code = ErrorCode.for_job_failure(error.get("code"))
+    if code is None:
+        return ErrorCode.TRAINING_FAILED, f"{message} (unknown error code {error.get('code')!r})"
+    return code, message

@@ -16,9 +16,6 @@ from worker.db_retry import is_transient
 
 log = logging.getLogger("safetune.worker")
 
-# How often the supervisor may touch the job row for progress and cancel checks: often enough that a
-# cancel lands within a step on CPU, rare enough that 100 workers don't hammer Postgres.
-POLL_SECONDS = 1.0
 METRIC_EVENTS_PER_JOB = 20
 
 
@@ -33,13 +30,16 @@ def _fmt(value: Any) -> str:
 class ProgressWriter:
     """Owns the DB side of progress for one job. Every write is its own short transaction.
 
-    `lease_seconds` bounds how long heartbeats may fail (Postgres away) before `tick` raises
-    HeartbeatLost: past it the reaper may requeue the job, and another worker may train it.
+    `heartbeat_seconds` (SAFETUNE_HEARTBEAT_SECONDS) is how often `tick` touches the job row: the
+    heartbeat, pending progress and the cancel check share one short transaction, so it also bounds
+    how long a cancel waits. `lease_seconds` bounds how long heartbeats may fail (Postgres away)
+    before `tick` raises HeartbeatLost: past it the reaper may requeue the job, and another worker
+    may train it.
     """
 
     def __init__(self, job_id: str, heartbeat_seconds: float, lease_seconds: float = math.inf) -> None:
         self.job_id = job_id
-        self.heartbeat_seconds = min(heartbeat_seconds, POLL_SECONDS)
+        self.heartbeat_seconds = heartbeat_seconds
         self.lease_seconds = lease_seconds
         self.total_steps: int | None = None
         self.pending: dict[str, Any] = {}

@@ -11,12 +11,15 @@ worker) cannot double-handle or double-send a job.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
 from safetune.config import get_settings
-from safetune.db import session_scope
+from safetune.db import on_commit, session_scope
 from safetune.errors import ErrorCode
 from safetune.queue import enqueue_training
 from safetune.repositories import job_queue, job_runs, jobs
@@ -26,7 +29,7 @@ log = logging.getLogger("safetune.reaper")
 
 def reap() -> dict[str, int]:
     settings = get_settings()
-    to_send: list[str] = []
+    requeued: list[str] = []
     failed = 0
     with session_scope() as session:
         for job in job_runs.stale_active_jobs(session, timedelta(seconds=settings.stale_after_seconds)):
@@ -39,15 +42,16 @@ def reap() -> dict[str, int]:
                     f"attempt {job.attempt}/{settings.max_attempts} lost, resuming from the last checkpoint"
                 )
                 if job_runs.requeue(session, job.id, reason):
-                    to_send.append(job.id)
+                    requeued.append(job.id)
             else:
                 failed += job_runs.mark_failed(
                     session,
                     job.id,
-                    ErrorCode.WORKER_LOST.code,
+                    ErrorCode.WORKER_LOST,
                     f"worker {job.worker_id} stopped heartbeating ({silent_for}) "
                     f"after {job.attempt} attempts",
                 )
+        _send_after_commit(session, requeued)
     with session_scope() as session:
         lost = job_queue.claim_lost_messages(
             session, timedelta(seconds=settings.requeue_queued_after_seconds)
@@ -57,12 +61,16 @@ def reap() -> dict[str, int]:
         for job_id in lost:
             jobs.add_event(session, job_id, "resent", reason, level="warning")
         woken = job_queue.claim_parked_with_free_slots(session, settings.max_concurrent_jobs_per_tenant)
-    # Enqueue only after the commit, like the API: the worker's claim needs the committed row.
-    for job_id in [*to_send, *lost, *woken]:
-        enqueue_training(job_id)
-    if to_send or lost or failed:
-        log.warning("reaper: requeued %d, re-sent %d, failed %d", len(to_send), len(lost), failed)
-    return {"requeued": len(to_send), "resent": len(lost), "woken": len(woken), "failed": failed}
+        _send_after_commit(session, [*lost, *woken])
+    if requeued or lost or failed:
+        log.warning("reaper: requeued %d, re-sent %d, failed %d", len(requeued), len(lost), failed)
+    return {"requeued": len(requeued), "resent": len(lost), "woken": len(woken), "failed": failed}
+
+
+def _send_after_commit(session: Session, job_ids: list[str]) -> None:
+    # Like the API: the worker's claim needs the committed row, and a rolled-back claim sends nothing.
+    for job_id in job_ids:
+        on_commit(session, functools.partial(enqueue_training, job_id))
 
 
 def start_background_reaper(interval_seconds: float, stop: threading.Event | None = None) -> threading.Thread:

@@ -10,6 +10,7 @@ from safetune.config import get_settings
 from safetune.db import reset_engine
 from worker import shutdown
 from worker.reaper import start_background_reaper
+from worker.webhook_dispatcher import start_dispatcher
 
 
 @worker_process_init.connect
@@ -23,7 +24,10 @@ def _request_graceful_stop(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _start_reaper(**_: Any) -> None:
+def _start_background_threads(**_: Any) -> None:
     shutdown.clear()  # a marker left by an earlier process that had this pid must not stop our jobs
-    # Every worker reaps in its main process: a beat task would queue behind a long training job.
-    start_background_reaper(max(5.0, get_settings().heartbeat_seconds * 2))
+    # Every worker reaps and sends webhooks in its main process: a periodic task would wait in the
+    # training queue behind hours-long jobs.
+    settings = get_settings()
+    start_background_reaper(max(5.0, settings.heartbeat_seconds * 2))
+    start_dispatcher(settings.webhook_poll_seconds)

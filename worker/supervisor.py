@@ -32,7 +32,6 @@ from worker.watchdog import StepWatchdog
 
 log = logging.getLogger("safetune.worker")
 
-STOP_FILE = "STOP"
 KILL_GRACE_SECONDS = 20.0  # after the STOP file, or after stdout closed: time to checkpoint and exit
 TERM_GRACE_SECONDS = 5.0  # after SIGTERM to the process group, before SIGKILL
 
@@ -116,7 +115,7 @@ def _relay(
             reason = outcome.stop_reason = _check_health(outcome, progress, watchdog)
             if reason in ("cancel", "shutdown"):
                 # Ask politely (the child checks for this file between steps), then insist.
-                (job_dir / STOP_FILE).write_text(reason)
+                (job_dir / child_lifecycle.STOP_FILE).write_text(reason)
                 give_up_at = time.monotonic() + KILL_GRACE_SECONDS
         if outcome.stop_reason == "lost":
             return outcome  # someone else owns the job now: write nothing more

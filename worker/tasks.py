@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from safetune.queue import REAP_TASK, TRAIN_TASK
-from worker import pipeline, reaper
+from safetune.queue import TRAIN_TASK
+from worker import pipeline
 
 
 @shared_task(name=TRAIN_TASK, ignore_result=True)
 def train_job(job_id: str) -> None:
     pipeline.run_job(job_id)
-
-
-@shared_task(name=REAP_TASK, ignore_result=True)
-def reap_stale_jobs() -> None:
-    reaper.reap()

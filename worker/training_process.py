@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from safetune.errors import ErrorCode
 from sap_core.adapters import save_adapter
 from sap_core.modeling import attach_lora, load_base_model
 from sap_core.screening import screen_examples
@@ -22,11 +23,10 @@ from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetun
 from worker import finite_json
 from worker.child_evaluation import run_safety_evaluation
 from worker.child_guards import SelectionSnapshots, guard_inputs, guard_record, run_selection
-from worker.child_lifecycle import exit_with_parent
+from worker.child_lifecycle import STOP_FILE, exit_with_parent
 from worker.model_store import ModelUnavailable, ensure_model
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
-STOP_FILE = "STOP"
 # Test-only fault injection: a worker started with this variable fails jobs whose suffix equals its
 # value, at step 2. Unset in production, and a job spec alone can never turn it on. FAULT_KIND_ENV
 # picks the fault: "raise" (the default), "nan" (the loss becomes NaN) or "hang" (the step never ends).
@@ -216,8 +216,8 @@ def run(job_dir: Path, events: EventChannel) -> None:
         screening=screening,
         utility={
             "loss_set": "validation" if val else "training",
-            "loss_before": loss_before,
-            "loss_after": loss_after,
+            "val_loss_before": loss_before,  # the keys sap_core.report's utility check reads
+            "val_loss_after": loss_after,
             "val_losses": result.val_losses,
             "best_step": result.best_step,
             "steps_done": result.steps_done,
@@ -239,17 +239,17 @@ def main(argv: list[str]) -> int:
     try:
         run(Path(argv[1]), events)
     except DatasetRejected as exc:
-        events.emit("error", code="dataset_harmful", message=str(exc))
+        events.emit("error", code=ErrorCode.DATASET_HARMFUL.code, message=str(exc))
         return 1
     except ModelUnavailable as exc:
-        events.emit("error", code="base_model_unavailable", message=str(exc))
+        events.emit("error", code=ErrorCode.BASE_MODEL_UNAVAILABLE.code, message=str(exc))
         return 1
     except SpecRejected as exc:
-        events.emit("error", code="spec_invalid", message=str(exc))
+        events.emit("error", code=ErrorCode.SPEC_INVALID.code, message=str(exc))
         return 1
     except Exception as exc:
         traceback.print_exc()
-        events.emit("error", code="training_failed", message=f"{type(exc).__name__}: {exc}")
+        events.emit("error", code=ErrorCode.TRAINING_FAILED.code, message=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
 

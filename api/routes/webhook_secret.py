@@ -1,4 +1,4 @@
-"""GET /webhook-secret: the key that signs this tenant's job webhooks (safetune-signature header)."""
+"""GET /webhook-secret: the key that signs this tenant's job webhooks (Standard Webhooks headers)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ router = APIRouter(tags=["webhooks"])
 
 class WebhookSecret(BaseModel):
     object: Literal["webhook_secret"] = "webhook_secret"
-    secret: str
-    signature_header: str = "safetune-signature"
-    scheme: str = 't=<unix>,v1=hex(HMAC-SHA256(secret, "<t>.<raw body>"))'
+    secret: str  # whsec_<base64>: pass it as is to openai's webhooks.unwrap(..., secret=...)
+    signature_header: str = "webhook-signature"
+    scheme: str = (
+        "Standard Webhooks: webhook-signature = v1,base64(HMAC-SHA256(base64decode(secret minus whsec_), "
+        '"<webhook-id>.<webhook-timestamp>.<raw body>"))'
+    )
 
 
 @router.get(

@@ -1,7 +1,7 @@
 """jobs.guard: room for composed guard names ("sap+anchor+constrained")
 
 Revision ID: 7b2e4c1d9a30
-Revises: 3c1f0a9d2b7e
+Revises: 8b2d4e6f1a3c
 Create Date: 2026-12-02 13:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7b2e4c1d9a30"
-down_revision: str | None = "3c1f0a9d2b7e"
+down_revision: str | None = "8b2d4e6f1a3c"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

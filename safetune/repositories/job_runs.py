@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from safetune import webhooks
+from safetune.errors import ErrorCode
 from safetune.models import (
     ACTIVE_STATUSES,
     Adapter,
@@ -111,7 +112,7 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
     )
     finished = result.rowcount == 1  # type: ignore[attr-defined]
     if finished:  # every worker-side terminal transition (incl. the reaper) announces itself
-        webhooks.notify_on_commit(session, job_id)
+        webhooks.announce(session, job_id, status.value)
         storage.drop_resume_state(session, job_id)
     return finished
 
@@ -153,10 +154,10 @@ def mark_succeeded(
     return True
 
 
-def mark_failed(session: Session, job_id: str, code: str, message: str) -> bool:
-    if not _finish(session, job_id, JobStatus.FAILED, error_code=code, error_message=message[:4000]):
+def mark_failed(session: Session, job_id: str, code: ErrorCode, message: str) -> bool:
+    if not _finish(session, job_id, JobStatus.FAILED, error_code=code.code, error_message=message[:4000]):
         return False
-    add_event(session, job_id, "failed", message[:4000], data={"code": code}, level="error")
+    add_event(session, job_id, "failed", message[:4000], data={"code": code.code}, level="error")
     return True
 
 

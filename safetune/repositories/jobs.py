@@ -134,13 +134,13 @@ def request_cancel(session: Session, job: Job) -> Job:
         raise SafetuneError(
             ErrorCode.JOB_NOT_CANCELLABLE, f"job {job.id} is already {status.value}", status=status.value
         )
-    if status in (JobStatus.QUEUED, JobStatus.VALIDATING):
+    if status is JobStatus.QUEUED:
         job.status = JobStatus.CANCELLED.value
         job.stage = None  # it may have been waiting for a slot (job_queue.park)
         job.cancel_requested_at = now
         job.finished_at = now
         add_event(session, job.id, "cancelled", "job cancelled before it started")
-        webhooks.notify_on_commit(session, job.id)
+        webhooks.announce(session, job.id, JobStatus.CANCELLED.value)
     elif job.cancel_requested_at is None:
         job.cancel_requested_at = now
         add_event(session, job.id, "cancel_requested", "cancellation requested; the worker will stop")

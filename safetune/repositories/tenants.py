@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
-
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from safetune.models import ApiKey, Tenant, utcnow
-from safetune.security import display_prefix, generate_api_key, hash_api_key
+from safetune.security import display_prefix, generate_api_key, generate_webhook_secret, hash_api_key
 
 
 def create_tenant(
@@ -22,7 +20,7 @@ def create_tenant(
 ) -> Tenant:
     tenant = Tenant(
         name=name,
-        webhook_secret=secrets.token_hex(32),
+        webhook_secret=generate_webhook_secret(),
         max_concurrent_jobs=max_concurrent_jobs,
         max_queued_jobs=max_queued_jobs,
         max_dataset_bytes=max_dataset_bytes,

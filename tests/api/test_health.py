@@ -6,7 +6,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from safetune import queue
 from safetune.config import get_settings
 from safetune.db import reset_engine
 from tests.api.conftest import assert_error
@@ -32,7 +31,6 @@ def test_readyz_reports_what_is_down(client: TestClient, env: dict[str, str], co
             patch.setenv(name, value)
         get_settings.cache_clear()
         reset_engine()
-        queue.reset_client()
         with TestClient(create_app()) as broken:
             ready = broken.get("/readyz")
             error = assert_error(ready, 503, code)
@@ -45,4 +43,3 @@ def test_readyz_reports_what_is_down(client: TestClient, env: dict[str, str], co
                 assert int(jobs.headers["Retry-After"]) >= 1
     get_settings.cache_clear()
     reset_engine()
-    queue.reset_client()

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from safetune.db import session_scope
-from safetune.models import Job, utcnow
-from safetune.openai_schemas import DEFAULT_LEARNING_RATE
+from safetune.models import Job, JobStatus, utcnow
+from safetune.openai_schemas import DEFAULT_LEARNING_RATE, STATUS_MAP
 from tests.api.conftest import TINY_MODEL, chat_jsonl, row_counts, set_status
 
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
@@ -220,9 +220,10 @@ def test_cancel_queued_then_events_newest_first(client: TestClient, auth_headers
 
 def test_status_mapping_and_fine_tuned_model(client: TestClient, auth_headers: dict[str, str]) -> None:
     job_id = create_job(client, auth_headers, suffix="bot").json()["id"]
+    assert set(STATUS_MAP) == set(JobStatus)  # every status we store has an OpenAI name
     for ours, theirs in [
         ("evaluating", "running"),
-        ("validating", "validating_files"),
+        ("queued", "queued"),
         ("succeeded", "succeeded"),
     ]:
         set_status(job_id, ours)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -56,7 +57,7 @@ def make_report() -> dict[str, Any]:
     return build_report(
         base,
         tuned,
-        utility={"loss_before": 2.5, "loss_after": 1.5, "val_losses": {"2": 2.0, "4": 1.6}},
+        utility={"val_loss_before": 2.5, "val_loss_after": 1.5, "val_losses": {"2": 2.0, "4": 1.6}},
         training={"guard": {"kind": "sap", "strength": 1.0}, "learning_rate": 1e-4, "max_steps": 4},
         n_examples=4,
     )
@@ -265,6 +266,7 @@ def test_malformed_link_tokens_are_401_not_500(
 
 def test_webhook_secret_is_readable_by_the_tenant(client: TestClient, auth_headers: dict[str, str]) -> None:
     body = client.get("/webhook-secret", headers=auth_headers).json()
-    assert body["object"] == "webhook_secret" and len(body["secret"]) == 64
-    assert body["signature_header"] == "safetune-signature"
+    assert body["object"] == "webhook_secret" and body["secret"].startswith("whsec_")
+    assert len(base64.b64decode(body["secret"].removeprefix("whsec_"))) == 32
+    assert body["signature_header"] == "webhook-signature"
     assert_error(client.get("/webhook-secret"), 401, "auth_missing")

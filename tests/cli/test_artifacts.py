@@ -47,7 +47,7 @@ REPORT = {
             "delta": {"value": 0.025, "ci95": [-0.1, 0.15]},
         },
     },
-    "utility": {"loss_set": "validation", "loss_before": 2.5, "loss_after": 1.25},
+    "utility": {"loss_set": "validation", "val_loss_before": 2.5, "val_loss_after": 1.25},
     "summary": {"base_harmful_score": 0.05, "tuned_harmful_score": 0.15},
 }
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cli import processes
 from cli.main import app
+from safetune.config import get_settings
 
 
 class Exec(Exception):
@@ -25,14 +26,21 @@ def _capture_exec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processes.os, "execv", fake_execv)
 
 
-def test_serve_execs_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("broker_url", "app_path"), [("redis://127.0.0.1:6379/0", "api.main:app"), ("", "cli.embedded_app:app")]
+)
+def test_serve_execs_uvicorn(monkeypatch: pytest.MonkeyPatch, broker_url: str, app_path: str) -> None:
+    """Without a broker the served app also runs the training runner (or jobs would stay queued)."""
     _capture_exec(monkeypatch)
+    monkeypatch.setenv("SAFETUNE_BROKER_URL", broker_url)
+    get_settings.cache_clear()
 
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "9000"])
+    get_settings.cache_clear()
 
     assert isinstance(result.exception, Exec)
     assert result.exception.argv[1:] == [
-        "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "9000", "--workers", "1",
+        "-m", "uvicorn", app_path, "--host", "0.0.0.0", "--port", "9000", "--workers", "1",
     ]  # fmt: skip
 
 

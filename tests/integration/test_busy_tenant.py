@@ -19,6 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from safetune.db import session_scope
+from safetune.errors import ErrorCode
 from safetune.queue import TRAIN_TASK, TRAINING_QUEUE
 from safetune.repositories import job_runs
 from tests.integration.conftest import wait_for
@@ -76,7 +77,7 @@ def test_busy_tenant_holds_at_most_one_message_per_queued_job(
     assert sum(messages_per_job(broker, queued).values()) == 0  # all delivered, none re-sent
 
     with session_scope() as session:  # the slot frees: the reaper wakes exactly one job
-        assert job_runs.mark_failed(session, blocker, "training_failed", "freed for the test")
+        assert job_runs.mark_failed(session, blocker, ErrorCode.TRAINING_FAILED, "freed for the test")
     woken = wait_for(
         lambda: {"running": [j for j in queued if job(client, headers, j)["status"] != "queued"]},
         lambda r: len(r["running"]) >= 1,

@@ -3,13 +3,14 @@ models match the migrations (what `alembic check` verifies)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from safetune.models import Base
 from tests.conftest import alembic_config, create_database, drop_database
@@ -61,3 +62,28 @@ def test_single_head() -> None:
 
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     assert len(script.get_heads()) == 1
+
+
+def test_existing_webhook_secrets_become_whsec_with_the_same_key_bytes(sqlite_url: str) -> None:
+    """The outbox migration rewrites hex secrets in the Standard Webhooks format, and back."""
+    config = alembic_config(sqlite_url)
+    command.upgrade(config, "3c1f0a9d2b7e")
+    engine = create_engine(sqlite_url)
+    key = bytes(range(32))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tenants (id, name, webhook_secret, created_at) VALUES ('t1', 'n', :s, :now)"
+                ),
+                {"s": key.hex(), "now": "2026-01-01 00:00:00"},
+            )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            secret = connection.scalar(text("SELECT webhook_secret FROM tenants WHERE id = 't1'"))
+        assert secret == "whsec_" + base64.b64encode(key).decode()
+        command.downgrade(config, "3c1f0a9d2b7e")
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT webhook_secret FROM tenants WHERE id = 't1'")) == key.hex()
+    finally:
+        engine.dispose()

@@ -38,13 +38,11 @@ def worker_settings(
         for key, value in overrides.items():
             monkeypatch.setenv(f"SAFETUNE_{key.upper()}", value)
         get_settings.cache_clear()
-        queue.reset_client()
 
     configure()
     yield configure
     monkeypatch.undo()
     get_settings.cache_clear()
-    queue.reset_client()
 
 
 @pytest.fixture()

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
 from safetune.db import session_scope
+from safetune.errors import ErrorCode
 from safetune.models import utcnow
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
@@ -58,7 +59,7 @@ def test_cancel_requested_or_finished_jobs_are_not_claimable(make_job: Callable[
     finished = make_job()
     assert claim(finished, "w1")
     with session_scope() as session:
-        assert job_runs.mark_failed(session, finished, "training_failed", "boom")
+        assert job_runs.mark_failed(session, finished, ErrorCode.TRAINING_FAILED, "boom")
     set_columns(finished, cancel_requested_at=None)
     assert claim(finished, "w2") is False  # a redelivered message for a finished job does nothing
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -157,3 +158,25 @@ def test_a_resumed_attempt_replaces_the_steps_it_repeats_and_a_saved_final_check
             .order_by(Checkpoint.step)
         ).all()
     assert [tuple(c) for c in found] == [(1, "a" * 64), (3, "c" * 64)]  # no second copy of step 3
+
+
+def test_the_heartbeat_interval_is_the_setting_not_capped_at_one_second(
+    make_job: Callable[..., str],
+) -> None:
+    """ProgressWriter used min(heartbeat_seconds, 1.0): SAFETUNE_HEARTBEAT_SECONDS above 1 did nothing."""
+    job_id = make_job()
+    claim(job_id)
+    writer = ProgressWriter(job_id, heartbeat_seconds=3.0)
+
+    def heartbeat_at() -> object:
+        with session_scope() as session:
+            return session.scalar(select(Job.heartbeat_at).where(Job.id == job_id))
+
+    assert writer.tick() == (True, False)  # the first tick writes
+    first = heartbeat_at()
+    time.sleep(1.3)
+    assert writer.tick() == (True, False)
+    assert heartbeat_at() == first  # 1.3 s < 3 s: no write yet
+    time.sleep(1.9)
+    writer.tick()
+    assert heartbeat_at() != first

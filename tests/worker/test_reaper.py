@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
 from safetune.db import session_scope
+from safetune.errors import ErrorCode
 from safetune.models import Job, utcnow
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
@@ -169,7 +170,7 @@ def test_busy_tenant_job_is_parked_without_a_message_and_woken_once_when_a_slot_
     assert sent_job_ids().count(queued) == 0 and load(queued).stage == "waiting_for_slot"
 
     with session_scope() as session:
-        assert job_runs.mark_failed(session, running, "training_failed", "done with the slot")
+        assert job_runs.mark_failed(session, running, ErrorCode.TRAINING_FAILED, "done with the slot")
     assert reaper.reap()["woken"] >= 1
     assert sent_job_ids().count(queued) == 1
     assert (load(queued).status, load(queued).stage) == ("queued", None)

@@ -216,7 +216,7 @@ def test_database_that_stays_down_stops_the_child_and_leaves_the_job_to_the_reap
     proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
     via_proxy = database_url.replace(f"{real.hostname}:{real.port}", f"127.0.0.1:{proxy.port}")
     job_id = make_job(spec=spec(100_000))
-    supervised(database_url=via_proxy, stale_after_seconds="4")
+    supervised(database_url=via_proxy, stale_after_seconds="4", heartbeat_seconds="1")
     job = JobThread(job_id)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -235,7 +235,8 @@ def test_database_that_stays_down_stops_the_child_and_leaves_the_job_to_the_reap
         assert time.monotonic() - cut_at < 20  # the lease is stale_after / 2 = 2 s, then TERM
     finally:
         proxy.cut()
-        supervised(database_url=database_url, stale_after_seconds="4")  # straight to Postgres again
+        # straight to Postgres again
+        supervised(database_url=database_url, stale_after_seconds="4", heartbeat_seconds="1")
         job.close()
         for proc in training_children(job_id):
             proc.kill()

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from safetune.db import session_scope
+from safetune.errors import ErrorCode
 from safetune.models import Checkpoint
 from safetune.repositories import job_runs, storage
 from safetune.repositories import tenants as tenants_repo
@@ -75,7 +76,7 @@ def test_a_finished_job_drops_its_resume_state(make_job: Callable[[], str]) -> N
     save(job_id, 5, 1.0, CheckpointRetention(keep_last=3, keep_best=True))
     assert kept(job_id) == [(5, 1000)]
     with session_scope() as session:
-        assert job_runs.mark_failed(session, job_id, "training_failed", "boom")
+        assert job_runs.mark_failed(session, job_id, ErrorCode.TRAINING_FAILED, "boom")
     assert kept(job_id) == [(5, 0)]  # never resumed again; the adapter stays downloadable
 
 

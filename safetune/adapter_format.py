@@ -1,0 +1,10 @@
+"""What a user-facing adapter archive holds: exactly the two files PeftModel.save_pretrained writes
+(STYLE rule 21). The worker packs them, the CLI checks a download against them.
+
+sap_core.adapters, which writes them, is a library that cannot import this package and keeps its own
+copy; tests/safetune/test_adapter_format.py holds the two equal.
+"""
+
+from __future__ import annotations
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
