@@ -3,7 +3,6 @@ post-hoc selection snapshots, and what the report records about the guard."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,20 @@ from sap_core.prompt_sets import selection_prompt_sets
 from sap_core.safety_eval import EvalConfig, evaluate_model
 from sap_core.selection import SelectionResult, select_checkpoint, trainable_state
 from sap_core.train import StepState, TrainingCallback, evaluation_loss
+from worker.model_digest import model_digest
 
 ANCHOR_CACHE_DIR = ".anchor-cache"  # beside the model folders in the worker's model cache
 SELECTION_MAX_NEW_TOKENS = 48
 
 
 def model_revision(model_dir: Path) -> str:
-    """Cheap identity of a model folder's weights: names, sizes and mtimes of its files (no hashing
-    of gigabytes); a rebuilt folder gets a new revision, so caches keyed by it miss."""
-    h = hashlib.sha256()
-    for f in sorted(model_dir.iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+    """Identity of a model folder's weights: its content digest (worker.model_digest, the key of the
+    base-evaluation cache too, taken once per build), so a rebuilt folder misses every cache and an
+    identical copy shares them."""
+    digest = model_digest(model_dir)
+    if digest is None:
+        raise ValueError(f"{model_dir} is not a built model folder (no config.json)")
+    return digest
 
 
 def guard_inputs(
