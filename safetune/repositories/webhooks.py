@@ -97,8 +97,22 @@ def record_attempt(
     retry_at: datetime | None,
 ) -> None:
     """Log the attempt; a success (``error`` None) finishes the event, a failure schedules the next
-    attempt at ``retry_at`` or, when that is None, gives the event up."""
+    attempt at ``retry_at`` or, when that is None, gives the event up. An event whose job was deleted
+    (DELETE /jobs/{id}) during the attempt went with it: nothing is recorded then."""
     delivered = error is None
+    still_there = session.execute(
+        update(WebhookOutboxEvent)
+        .where(WebhookOutboxEvent.id == event.id)
+        .values(
+            next_attempt_at=None if delivered else retry_at,
+            delivered_at=utcnow() if delivered else None,
+            last_error=error,
+        )
+        .returning(WebhookOutboxEvent.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if still_there is None:
+        return
     session.add(
         WebhookDelivery(
             job_id=event.job_id,
@@ -109,15 +123,5 @@ def record_attempt(
             error=error,
             delivered=delivered,
         )
-    )
-    session.execute(
-        update(WebhookOutboxEvent)
-        .where(WebhookOutboxEvent.id == event.id)
-        .values(
-            next_attempt_at=None if delivered else retry_at,
-            delivered_at=utcnow() if delivered else None,
-            last_error=error,
-        )
-        .execution_options(synchronize_session=False)
     )
     session.flush()

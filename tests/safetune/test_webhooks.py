@@ -293,3 +293,22 @@ def test_delivery_connects_to_the_checked_address_with_the_original_host(
     port = receiver.server.server_address[1]
     assert [r["headers"]["host"] for r in receiver.requests] == [f"localhost:{port}"]
     assert [e.data.id for e in receiver.events(secret)] == [job_id]
+
+
+def test_a_job_deleted_during_an_attempt_takes_its_event_and_the_record_is_skipped(
+    configure: Any,
+) -> None:
+    """DELETE /jobs/{id} cascades the job's outbox rows away; a dispatcher that claimed one before
+    records nothing (it used to insert a delivery for the deleted job: a foreign-key error that
+    cost the rest of its batch this round)."""
+    job_id, _ = running_job("http://127.0.0.1:9/hook")
+    fail(job_id)
+    with session_scope() as session:
+        [claimed] = webhooks_repo.claim_due(session, lease=timedelta(seconds=30))
+    with session_scope() as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None
+        jobs_repo.delete_finished_job(session, job)
+    with session_scope() as session:
+        webhooks_repo.record_attempt(session, claimed, status_code=200, error=None, retry_at=None)
+    assert outbox(job_id) == [] and deliveries(job_id) == []
