@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from safetune.config import get_settings
@@ -27,8 +29,41 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    # pool_pre_ping: after a Postgres restart the first request gets a fresh connection, not an error.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # LIFO: under light load the same few connections stay busy (and need no ping, below) while the
+    # rest sit idle; FIFO would spread requests over the whole pool and leave every one "idle".
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_use_lifo=True)
+    ping_connections_idle_for(engine, IDLE_PING_SECONDS)
+    return engine
+
+
+# pool_pre_ping cost every request a round trip to Postgres (issue 13). A connection that went back
+# to the pool a moment ago was alive a moment ago; the ones that die are those left idle across a
+# Postgres restart or an idle-connection timeout. So only a connection idle for longer than this is
+# pinged at checkout. A restart inside that window fails the requests holding the dead connections
+# (503 database_unavailable, which they would get during the outage anyway), and the first such
+# disconnect makes SQLAlchemy invalidate every older connection in the pool, so the next requests
+# reconnect instead of meeting the same fate.
+IDLE_PING_SECONDS = 1.0
+_CHECKED_IN_AT = "safetune_checked_in_at"
+
+
+def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # record.info lives as long as this DBAPI connection: a reconnect starts without the mark.
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < seconds:
+            return  # freshly connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # What pool_pre_ping does on a failed ping: the pool drops this connection and every one
+            # older than now (the server probably restarted), then checks out a fresh one.
+            raise InvalidatePoolError("a connection idle in the pool did not answer a ping") from exc
 
 
 @lru_cache
@@ -50,12 +85,43 @@ def session_scope() -> Iterator[Session]:
     session = get_sessionmaker()()
     try:
         yield session
-        session.commit()
+    except BaseException:
+        end_unit_of_work(session, failed=True)
+        raise
+    end_unit_of_work(session, failed=False)
+
+
+def end_unit_of_work(session: Session, *, failed: bool) -> None:
+    """Commit (roll back instead after a failure, or when the commit fails), then close."""
+    try:
+        if failed:
+            session.rollback()
+        else:
+            session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+@lru_cache
+def get_read_engine() -> Engine:
+    # The same pool; autocommit is a client-side switch in psycopg (and sqlite3): nothing is sent.
+    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """A Core connection for one read-only statement, e.g. the per-request key + job lookup.
+
+    In autocommit mode that statement is the whole round trip: no BEGIN before it and no COMMIT
+    after (two of the three round trips a one-query session_scope() makes), and no Session or ORM
+    entities to build. One statement sees one consistent snapshot; several here would each see
+    their own, so use session_scope() for anything that reads twice, and for every write.
+    """
+    with get_read_engine().connect() as connection:
+        yield connection
 
 
 def reset_engine() -> None:
@@ -64,3 +130,4 @@ def reset_engine() -> None:
         get_engine().dispose(close=False)
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    get_read_engine.cache_clear()
