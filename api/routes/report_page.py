@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from api.deps import SessionDep, TenantDep, get_owned_job, get_tenant, job_not_found
+from api.deps import SessionDep, TenantDep, find_owned_job, owned_job
 from api.errors import error_responses
 from api.report_html import CONTENT_SECURITY_POLICY, render_report_page
 from api.routes.reports import ready_report
@@ -60,10 +60,7 @@ def _job_from_token(session: SessionDep, job_id: str, token: str) -> Job:
         raise SafetuneError(ErrorCode.AUTH_INVALID, "invalid report link", param="token")
     if expires < time.time():
         raise SafetuneError(ErrorCode.AUTH_INVALID, "report link expired; mint a new one", param="token")
-    job = jobs_repo.get_job_for_tenant(session, tenant.id, job_id)
-    if job is None:
-        raise job_not_found(job_id)
-    return job
+    return owned_job(session, tenant.id, job_id)
 
 
 @router.post(
@@ -76,7 +73,7 @@ def create_report_link(
     request: Request, session: SessionDep, tenant: TenantDep, job_id: Annotated[str, Path()]
 ) -> ReportLink:
     """A URL of the HTML safety report that works without the API key for 15 minutes."""
-    job = get_owned_job(session, tenant, job_id)
+    job = owned_job(session, tenant.id, job_id)
     expires = int(time.time()) + LINK_TTL_SECONDS
     token = f"{tenant.id}.{expires}.{_link_mac(tenant.webhook_secret, tenant.id, job.id, expires)}"
     url = str(request.url_for("get_safety_report_page", job_id=job.id).include_query_params(token=token))
@@ -101,10 +98,7 @@ def get_safety_report_page(
     if token is not None:
         job = _job_from_token(session, job_id, token)
     else:
-        tenant = get_tenant(
-            request, session, request.app.state.rate_limiter, None, request.headers.get("authorization")
-        )
-        job = get_owned_job(session, tenant, job_id)
+        job = find_owned_job(session, request, request.headers.get("authorization"), job_id)
     report = ready_report(session, job)
     events, _ = jobs_repo.list_events(session, job.tenant_id, job.id, limit=10_000)
     train_losses = [
