@@ -70,7 +70,7 @@ def _first_error_message(errors: list[dict[str, Any]]) -> str:
     return f"{validation_param(first.get('loc', ()))}: {first.get('msg', 'invalid value')}"
 
 
-def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SafetuneError)
     body = exc.to_body()
     headers = retry_after(exc.code.http_status, exc.extra)
@@ -79,7 +79,7 @@ def _safetune_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.code.http_status, content=body, headers=headers)
 
 
-def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     is_submission = request.method == "POST" and request.url.path.rstrip("/") == "/jobs"
@@ -91,7 +91,7 @@ def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
@@ -101,7 +101,7 @@ def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     # Never leak SQL or connection strings: log the detail, return a stable code.
     if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         log.warning("database unavailable: %s", type(exc).__name__)
@@ -145,6 +145,8 @@ class UnhandledErrorMiddleware:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    # The handlers are async: they only build a response, and Starlette runs a sync handler in the
+    # threadpool, so every 401/404/429 used to cost one more thread hand-off (issue 13).
     app.add_exception_handler(SafetuneError, _safetune_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

@@ -52,6 +52,7 @@ class Api:
     database_url: str
     api_keys: list[str]
     server_log: Path
+    server_pid: int
 
 
 @dataclass
@@ -134,6 +135,16 @@ def own_redis_db(url: str | None) -> str:
     return url
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the ")" closing the command name, utime and stime are the 12th and 13th fields.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -211,14 +222,14 @@ def running_api(clients: int, redis_url: str | None, uvicorn_workers: int = 1) -
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=2).status_code < 500:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"API did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield Api(base, url, keys, log_path)
+        yield Api(base, url, keys, log_path, server.pid)
     finally:
         if server is not None:
             server.terminate()

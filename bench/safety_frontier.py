@@ -139,10 +139,12 @@ def point_row(ev: ModelEval, **meta: Any) -> dict[str, Any]:
 class PointRecorder(TrainingCallback):
     """Evaluates the deployed weights at each validation (EMA swapped in) and stores the point."""
 
-    def __init__(self, evaluate: Any, meta: dict[str, Any], sink: Any) -> None:
-        self.evaluate, self.meta, self.sink = evaluate, meta, sink
+    def __init__(self, evaluate: Any, meta: dict[str, Any], sink: Any, steps: set[int] | None = None) -> None:
+        self.evaluate, self.meta, self.sink, self.steps = evaluate, meta, sink, steps
 
     def on_evaluate(self, state: StepState, val_loss: float) -> None:
+        if self.steps is not None and state.step not in self.steps:
+            return
         ev = self.evaluate(f"{self.meta['guard']}@{state.step}")
         self.sink(point_row(ev, **self.meta, step=state.step, val_loss=val_loss))
 
@@ -330,6 +332,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4, help="guards' learning rate")
     parser.add_argument("--steps", type=int, default=36)
     parser.add_argument("--eval-every", type=int, default=12)
+    parser.add_argument(
+        "--eval-steps",
+        default="",
+        help="comma list: evaluate only these steps (e.g. 24,36: the segment where the matched loss lies)",
+    )
     parser.add_argument("--harmful", type=int, default=200)
     parser.add_argument("--benign", type=int, default=100)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -345,6 +352,7 @@ def main() -> None:
     if args.cache is None:
         raise SystemExit("--cache is required")
     sft_lrs = [float(x) for x in args.sft_lrs.split(",")]
+    eval_steps = {int(x) for x in args.eval_steps.split(",")} if args.eval_steps else None
     seeds = [int(x) for x in args.seeds.split(",")]
     data = {k: v for k, v in datasets().items() if k in args.datasets.split(",")}
     harmful_set, benign_set = default_prompt_sets()
@@ -402,12 +410,19 @@ def main() -> None:
         )
 
     base_ev = None
+    # The base answers the same prompts whatever the dataset: reuse an earlier base row's verdicts
+    # (same eval settings) and compute only this dataset's validation loss.
+    earlier_base = next((r for r in doc["points"] if r["guard"] == "(base)"), None)
     for dataset, (_, val) in data.items():
         if ("(base)", dataset, None, None) in done:
             continue
-        base_ev = base_ev or evaluate(base, "base")
         loss = evaluation_loss(base, tok, val, MAX_SEQ_LEN, BATCH_SIZE)
+        if earlier_base is not None and doc.get("eval_of_base") == doc["meta"]["eval"]:
+            add({**earlier_base, "dataset": dataset, "val_loss": loss})
+            continue
+        base_ev = base_ev or evaluate(base, "base")
         add(point_row(base_ev, guard="(base)", dataset=dataset, lr=None, seed=None, step=0, val_loss=loss))
+        doc["eval_of_base"] = doc["meta"]["eval"]
     del base
     anchor_cache = args.cache / ".anchor-cache"
     plan = [("none", lr) for lr in sft_lrs] + [(g, args.lr) for g in args.guards.split(",") if g]
@@ -443,7 +458,9 @@ def main() -> None:
                         batch_size=32,
                     )
                 meta = {"guard": guard_spec, "dataset": dataset, "lr": lr, "seed": seed}
-                recorder = PointRecorder(lambda label, m=peft_model: evaluate(m, label), meta, add)
+                recorder = PointRecorder(
+                    lambda label, m=peft_model: evaluate(m, label), meta, add, eval_steps
+                )
                 t0 = time.perf_counter()
                 finetune(peft_model, tok, train, tcfg, val=val, anchor_set=anchors, callbacks=[recorder])
                 print(f"  run {meta} done in {time.perf_counter() - t0:.0f}s", flush=True)  # noqa: T201

@@ -28,7 +28,8 @@ COMMANDS = {
     "--steps 36 --lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --datasets benign "
     "--guards 'none,sap:refresh_every=1,sap:probe_layers=3/9,sap:probe_batch_size=8' "
     "--out bench/results/safety_guard_sap_sweep.md",
-    "api_latency.md": ".venv/bin/python bench/api_latency.py",
+    "api_latency.md": "nice -n 19 .venv/bin/python bench/api_latency.py --redis-url redis://127.0.0.1:6391/0 "
+    "--seconds 12",
     "load.md": ".venv/bin/python bench/load.py --clients 16 --seconds 20",
 }
 

@@ -16,8 +16,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthRead)
-def healthz() -> HealthRead:
+async def healthz() -> HealthRead:
     """Liveness: the process answers."""
+    # async: on the event loop itself, so a threadpool saturated by slow database calls cannot make
+    # a live process fail its liveness probe (and get restarted for it).
     return HealthRead()
 
 

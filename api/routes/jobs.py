@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import job_service
 from api.cursors import JobCursor
-from api.deps import OwnedJobDep, SessionDep, SettingsDep, TenantDep
+from api.deps import OwnedJobDep, OwnedJobRowDep, SessionDep, SettingsDep, TenantDep
 from api.errors import BAD_REQUEST, error_responses
 from api.routes.events_stream import SSE_RESPONSES, AfterEventId, LastEventId, event_stream
 from api.uploads import JobSubmission, read_job_submission
@@ -121,8 +121,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=error_responses(*OWNED_ERRORS))
-def get_job(job: OwnedJobDep) -> JobRead:
+async def get_job(job: OwnedJobRowDep) -> JobRead:
     """One job with its status, progress and error."""
+    # async: the dependency did the blocking read; rendering a loaded row blocks nothing, and a
+    # `def` route would cost two more threadpool hops (the route, then response validation).
     return JobRead.model_validate(job)
 
 

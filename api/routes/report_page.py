@@ -22,15 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from api.deps import (
-    SessionDep,
-    SettingsDep,
-    TenantDep,
-    client_address,
-    get_owned_job,
-    get_tenant,
-    job_not_found,
-)
+from api.deps import SessionDep, SettingsDep, TenantDep, client_address, find_owned_job, owned_job
 from api.errors import error_responses
 from api.report_html import CONTENT_SECURITY_POLICY, render_report_page
 from api.routes.reports import ready_report
@@ -84,10 +76,7 @@ def _job_from_token(session: SessionDep, settings: Settings, job_id: str, token:
             f"report link outlives the maximum lifetime of {settings.report_link_max_seconds} s",
             param="token",
         )
-    job = jobs_repo.get_job_for_tenant(session, tenant.id, job_id)
-    if job is None:
-        raise job_not_found(job_id)
-    return job
+    return owned_job(session, tenant.id, job_id)
 
 
 @router.post(
@@ -110,7 +99,7 @@ def create_report_link(
     ] = None,
 ) -> ReportLink:
     """A URL of the HTML safety report that works without the API key for a while (15 minutes)."""
-    job = get_owned_job(session, tenant, job_id)
+    job = owned_job(session, tenant.id, job_id)
     lifetime = settings.report_link_ttl_seconds if expires_in is None else expires_in
     if lifetime > settings.report_link_max_seconds:
         raise SafetuneError(
@@ -146,10 +135,7 @@ def get_safety_report_page(
         limiter.check(f"report-link:{client_address(request)}", what="report link requests from this client")
         job = _job_from_token(session, settings, job_id, token)
     else:
-        tenant = get_tenant(
-            request, session, request.app.state.rate_limiter, None, request.headers.get("authorization")
-        )
-        job = get_owned_job(session, tenant, job_id)
+        job = find_owned_job(session, request, request.headers.get("authorization"), job_id)
     report = ready_report(session, job)
     events, _ = jobs_repo.list_events(session, job.tenant_id, job.id, limit=10_000)
     train_losses = [
