@@ -229,6 +229,8 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in doc["meta"]["commands"]),
         "",
+        "![safety frontier](bench/results/safety_frontier.png)",
+        "",
         "Ratios: the guard's refusal-rate drop (harmful-score rise) from the base, interpolated along",
         "its own checkpoints at plain SFT's final validation loss, over plain SFT's; averaged over",
         "seeds; 95% CI from a paired bootstrap over prompts; p: two-sided paired bootstrap, guard's",

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 # Order in the README: the ML core first, then the service.
 ORDER = [
+    "safety_frontier.md",
     "train_step.md",
     "safety_guard.md",
     "safety_guard_sap_sweep.md",

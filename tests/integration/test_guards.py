@@ -41,7 +41,7 @@ def test_each_guard_trains_through_the_worker_and_is_recorded_in_the_report(
             client,
             auth_headers,
             safe_spec(
-                ["anchor", "constrained"], selection={"enabled": True, "scales": [1.0, 0.8], "snapshots": 1}
+                ["anchor", "constrained"], selection={"enabled": True, "scales": [1.0, 0.8], "snapshots": 2}
             ),
             small_dataset(8),
         ),
@@ -55,7 +55,7 @@ def test_each_guard_trains_through_the_worker_and_is_recorded_in_the_report(
         )
         assert final["status"] == "succeeded", (name, final["error"], worker.log()[-3000:])
         assert final["guard"] == name
-        report = client.get(f"/jobs/{job_id}/safety-report", headers=auth_headers).json()
+        report = client.get(f"/jobs/{job_id}/safety-report", headers=auth_headers).json()["report"]
         guard = report["guard"]
         assert guard["name"] == name and guard["parts"] == name.split("+")
         if "anchor" in guard["parts"]:
@@ -69,8 +69,8 @@ def test_each_guard_trains_through_the_worker_and_is_recorded_in_the_report(
         assert report["training"]["guard"] == name
     selection = client.get(
         f"/jobs/{submitted['anchor+constrained']}/safety-report", headers=auth_headers
-    ).json()["selection"]
-    # One snapshot plus the final adapter, each at scales 1.0 and 0.8; the pick is within the budget.
+    ).json()["report"]["selection"]
+    # A snapshot at step 1 plus the final adapter, each at scales 1.0 and 0.8; the pick is within budget.
     assert len(selection["candidates"]) == 4
     assert selection["picked"]["within_budget"] is True
     assert selection["picked"]["val_loss"] <= selection["reference_val_loss"] * (1 + selection["budget"])
