@@ -57,6 +57,13 @@ def current_ranks() -> Ranks:
     return Ranks()
 
 
+def broadcast_parameters(params: Sequence[torch.Tensor]) -> None:
+    """Give every rank rank 0's trainable weights (a fresh adapter's init draws from each rank's RNG)."""
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
 def average_gradients(params: Sequence[torch.Tensor], world_size: int) -> None:
     """All-reduce the trainable gradients into their mean across ranks, as one flat buffer.
 

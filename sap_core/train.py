@@ -39,7 +39,14 @@ from sap_core.data import (
     target_count,
     to_device,
 )
-from sap_core.distributed import Ranks, average_gradients, broadcast_stop, current_ranks, sum_across_ranks
+from sap_core.distributed import (
+    Ranks,
+    average_gradients,
+    broadcast_parameters,
+    broadcast_stop,
+    current_ranks,
+    sum_across_ranks,
+)
 from sap_core.guard import SapGuard
 from sap_core.modeling import task_loss
 from sap_core.step_guard import EmaGuard, SapStepGuard, StepGuard
@@ -280,6 +287,8 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters; call attach_lora first")
+    if ranks.world_size > 1:
+        broadcast_parameters(params)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
