@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from pydantic import ValidationError
 
 from safetune.config import Settings
+from tests.worker.test_child_lifecycle import gone
 from worker import child_lifecycle
 from worker.launch import training_launch
 
@@ -63,18 +63,6 @@ def test_one_process_by_default_and_torchrun_for_several(tmp_path: Path) -> None
         Settings(gpus="0,1", processes_per_job=4)
 
 
-def _gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _rank_pids(folder: Path, timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,7 +85,7 @@ def test_stop_and_supervisor_death_take_every_torchrun_rank(tmp_path: Path) -> N
     )
     ranks = _rank_pids(tmp_path)
     child_lifecycle.stop(child, grace_seconds=1.0)
-    assert all(_gone(pid, within=15) for pid in ranks), "a rank outlived stop()"
+    assert all(gone(pid, within=15) for pid in ranks), "a rank outlived stop()"
     for f in tmp_path.glob("rank*.pid"):
         f.unlink()
     # 2. kill -9 of the supervisor: no stop() at all; the ranks take torchrun and themselves down.
@@ -114,7 +102,7 @@ def test_stop_and_supervisor_death_take_every_torchrun_rank(tmp_path: Path) -> N
         ranks = _rank_pids(tmp_path)
         supervisor.kill()
         supervisor.wait(timeout=10)
-        assert all(_gone(pid, within=15) for pid in ranks), "an orphaned rank kept running"
-        assert _gone(torchrun, within=15), "torchrun outlived its supervisor"
+        assert all(gone(pid, within=15) for pid in ranks), "an orphaned rank kept running"
+        assert gone(torchrun, within=15), "torchrun outlived its supervisor"
     finally:
         supervisor.kill()
