@@ -73,6 +73,17 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="...but never sooner than this (also the wait for step 1)"
     )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Multi-GPU jobs: more than one process per job starts the training child under
+    # `torchrun --standalone --nproc_per_node N` (DDP; NCCL on GPU, gloo on CPU).
+    gpus: str = Field(
+        default="", pattern=r"^(\d+(,\d+)*)?$", description="GPU indices this worker owns, e.g. 0,1,2,3"
+    )
+    qlora_available: bool | None = Field(
+        default=None, description="may jobs ask for a 4-bit base; unset = bitsandbytes is installed"
+    )
+    processes_per_job: int | None = Field(
+        default=None, ge=1, le=64, description="ranks per job; default one per listed GPU, else 1"
+    )
 
     webhook_allowed_hosts: str = Field(
         default="",
@@ -118,6 +129,24 @@ class Settings(BaseSettings):
                 f"({self.stale_after_seconds})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ranks_fit_the_gpus(self) -> Settings:
+        if self.gpu_list and self.processes_per_job and self.processes_per_job > len(self.gpu_list):
+            raise ValueError(
+                f"SAFETUNE_PROCESSES_PER_JOB={self.processes_per_job} exceeds the "
+                f"{len(self.gpu_list)} GPUs in SAFETUNE_GPUS"
+            )
+        return self
+
+    @property
+    def gpu_list(self) -> list[int]:
+        return [int(g) for g in self.gpus.split(",")] if self.gpus else []
+
+    @property
+    def job_processes(self) -> int:
+        """Training ranks per job: SAFETUNE_PROCESSES_PER_JOB, else one per listed GPU, else 1."""
+        return self.processes_per_job or len(self.gpu_list) or 1
 
     @property
     def embedded(self) -> bool:

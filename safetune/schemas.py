@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from safetune.base_models import REGISTRY, get_base_model
+from safetune.capabilities import qlora_available
+from safetune.config import get_settings
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.webhook_targets import WebhookTargetRejected, check_webhook_url
 
@@ -127,6 +129,24 @@ class Hyperparameters(InputSchema):
     eval_every: int = Field(default=0, ge=0, le=100_000, description="0 = only at the end")
     checkpoint_every: int = Field(default=0, ge=0, le=100_000, description="0 = no checkpoints")
     ema_decay: float = Field(default=0.99, ge=0.0, le=1.0)
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto", description="recompute activations in backward; auto = on from 1B parameters"
+    )
+    quantization: Literal["4bit"] | None = Field(
+        default=None, description="4bit = QLoRA: the frozen base in NF4 (needs bitsandbytes and a GPU)"
+    )
+
+    @field_validator("quantization")
+    @classmethod
+    def _workers_can_quantize(cls, value: str | None) -> str | None:
+        if value is not None and not qlora_available(get_settings()):
+            raise SafetuneError(
+                ErrorCode.SPEC_INVALID,
+                "quantization '4bit' (QLoRA) needs bitsandbytes and a GPU on the workers, and this "
+                "deployment has none; train without quantization",
+                param="hyperparameters.quantization",
+            )
+        return value
 
     @field_validator("target_modules")
     @classmethod

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import AnchorConfig
-from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat
+from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat, to_device
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
 from sap_core.modeling import autocast_for, base_model_context, task_loss
@@ -122,7 +122,7 @@ def build_anchor_set(
 
 def gradient_surgery(
     g_task: Sequence[torch.Tensor], g_anchor: Sequence[torch.Tensor], weight: float, projection: bool
-) -> tuple[list[torch.Tensor], bool]:
+) -> tuple[list[torch.Tensor], bool | torch.Tensor]:
     """Combine the task and anchor gradients (one global dot product over all trainable tensors).
 
     Args:
@@ -132,8 +132,11 @@ def gradient_surgery(
         projection: Remove g_task's component along g_anchor when the two conflict (dot < 0).
 
     Returns:
-        (combined gradient, whether a projection was applied).
+        (combined gradient, whether a projection was applied). On CUDA the flag is a device bool
+        tensor: the same arithmetic runs without reading the dot product back every step.
     """
+    if g_task and g_task[0].device.type == "cuda":
+        return gradient_surgery_on_device(g_task, g_anchor, weight, projection)
     dot = sum(float((a.float() * b.float()).sum()) for a, b in zip(g_task, g_anchor, strict=True))
     projected = projection and dot < 0
     task = list(g_task)
@@ -144,6 +147,28 @@ def gradient_surgery(
             task = [a - coef * b for a, b in zip(g_task, g_anchor, strict=True)]
         else:
             projected = False
+    return [a + weight * b for a, b in zip(task, g_anchor, strict=True)], projected
+
+
+def gradient_surgery_on_device(
+    g_task: Sequence[torch.Tensor], g_anchor: Sequence[torch.Tensor], weight: float, projection: bool
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`gradient_surgery` with the conflict test as a `torch.where`, so nothing leaves the device.
+
+    Args:
+        g_task: Task gradient per parameter.
+        g_anchor: Anchor gradient per parameter.
+        weight: rho, the anchor gradient's weight in the step.
+        projection: Remove g_task's component along g_anchor when the two conflict.
+
+    Returns:
+        (combined gradient, 0-dim bool tensor: whether a projection was applied).
+    """
+    dot = torch.stack([(a.float() * b.float()).sum() for a, b in zip(g_task, g_anchor, strict=True)]).sum()
+    norm_sq = torch.stack([b.float().pow(2).sum() for b in g_anchor]).sum()
+    projected = (dot < 0) & (norm_sq > 0) & projection
+    coef = torch.where(projected, dot / torch.where(norm_sq > 0, norm_sq, 1.0), 0.0)
+    task = [a - coef.to(a.dtype) * b for a, b in zip(g_task, g_anchor, strict=True)]
     return [a + weight * b for a, b in zip(task, g_anchor, strict=True)], projected
 
 
@@ -187,14 +212,14 @@ class AnchorGuard(StepGuard):
         self.cursor = 0
         self.steps = 0
         self.anchored_steps = 0
-        self.projected_steps = 0
+        self.projected_steps: int | torch.Tensor = 0
 
     def _next_batch(self) -> Batch:
         k = min(self.config.batch_size, len(self._encoded))
         idx = [(self.cursor + i) % len(self._encoded) for i in range(k)]
         self.cursor = (self.cursor + k) % len(self._encoded)
         device = self.params[0].device
-        return {n: v.to(device) for n, v in collate([self._encoded[i] for i in idx], self._pad_id).items()}
+        return to_device(collate([self._encoded[i] for i in idx], self._pad_id), device)
 
     def anchor_loss(self, batch: Batch) -> torch.Tensor:
         """The anchor objective on one anchor batch."""
@@ -215,14 +240,14 @@ class AnchorGuard(StepGuard):
         for p, g in zip(self.params, combined, strict=True):
             p.grad = g
         self.anchored_steps += 1
-        self.projected_steps += int(projected)
+        self.projected_steps += projected  # a device tensor on CUDA: read at a checkpoint / the end
 
     def settings(self) -> dict[str, Any]:
         return {
             "anchor_examples": len(self._encoded),
             "anchor_harmful": self.n_harmful,
             "anchored_steps": self.anchored_steps,
-            "projected_steps": self.projected_steps,
+            "projected_steps": int(self.projected_steps),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -230,7 +255,7 @@ class AnchorGuard(StepGuard):
             "cursor": self.cursor,
             "steps": self.steps,
             "anchored_steps": self.anchored_steps,
-            "projected_steps": self.projected_steps,
+            "projected_steps": int(self.projected_steps),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

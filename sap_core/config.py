@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 LrSchedule = Literal["cosine", "linear", "constant"]
+Switch = Literal["auto", "on", "off"]
 # Guards compose with "+" ("anchor+constrained"); "none" stands alone.
 GUARD_NAMES = ("none", "sap", "ema", "anchor", "constrained")
 # The guard new jobs get: the one the matched-utility frontier shows best (bench/safety_frontier.py).
 DEFAULT_GUARD = "sap"
 _SCHEDULES = ("cosine", "linear", "constant")
+_SWITCHES = ("auto", "on", "off")
+# Above this many base parameters "auto" turns gradient checkpointing on: from the 1B class up the
+# activations, not the frozen weights, decide whether a batch fits (recompute costs ~1/3 more compute).
+GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
 
 def guard_parts(guard: str) -> tuple[str, ...]:
@@ -207,6 +212,14 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed for data order, dropout and init."})
     eval_every: int = field(default=0, metadata={"help": "Validation loss every N steps; 0 = only at end."})
     checkpoint_every: int = field(default=0, metadata={"help": "Checkpoint every N steps; 0 = never."})
+    gradient_checkpointing: Switch = field(
+        default="auto",
+        metadata={"help": "Recompute activations in backward: on | off | auto (on above the threshold)."},
+    )
+    gradient_checkpointing_min_params: int = field(
+        default=GRADIENT_CHECKPOINTING_MIN_PARAMS,
+        metadata={"help": "Model parameters from which gradient_checkpointing='auto' turns it on."},
+    )
     lora: LoraSpec = field(default_factory=LoraSpec, metadata={"help": "LoRA adapter shape."})
     sap: SapConfig = field(default_factory=SapConfig, metadata={"help": "SAP settings (guard=sap)."})
     ema: EmaConfig = field(default_factory=EmaConfig, metadata={"help": "EMA settings (guard=ema)."})
@@ -232,9 +245,11 @@ class TrainConfig:
             raise _bad("weight_decay", self.weight_decay, "must be >= 0")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise _bad("warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        if self.gradient_checkpointing not in _SWITCHES:
+            raise _bad("gradient_checkpointing", self.gradient_checkpointing, f"must be one of {_SWITCHES}")
         if self.max_grad_norm < 0:
             raise _bad("max_grad_norm", self.max_grad_norm, "must be >= 0")
-        for name in ("eval_every", "checkpoint_every", "seed"):
+        for name in ("eval_every", "checkpoint_every", "seed", "gradient_checkpointing_min_params"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
         for name, cls in _NESTED.items():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sap_core.config import ConstrainedConfig
-from sap_core.data import EncodedExample, collate
+from sap_core.data import EncodedExample, collate, move_tensor, to_device
 from sap_core.modeling import autocast_for, base_model_context, target_logprobs
 from sap_core.step_guard import Batch, StepGuard
 
@@ -85,16 +85,20 @@ class ConstrainedGuard(StepGuard):
         self._pad_id = pad_id
         self.ref = _base_target_logprobs(model, examples, pad_id, batch_size)
 
-    def micro_batch_loss(self, batch: Batch, example_ids: Sequence[int]) -> tuple[torch.Tensor, float]:
+    def micro_batch_loss(
+        self, batch: Batch, example_ids: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_for(self.model):
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logp, mask = target_logprobs(logits, batch["labels"])
-        ref = torch.zeros_like(logp)
+        # Filled on the host, then one non-blocking copy (a copy per row would sync per row on CUDA).
+        ref_host = torch.zeros(logp.shape, dtype=logp.dtype)
         for row, i in enumerate(example_ids):
-            ref[row, : len(self.ref[i])] = self.ref[i].to(ref.device)
+            ref_host[row, : len(self.ref[i])] = self.ref[i]
+        ref = move_tensor(ref_host, logp.device)
         n = mask.sum().clamp_min(1)
         objective = constrained_objective(logp, ref, mask, position_betas(mask, self.config)) / n
-        cross_entropy = float(-(logp.detach() * mask).sum() / n)
+        cross_entropy = -(logp.detach() * mask).sum() / n  # stays on the device (no per-batch sync)
         return objective, cross_entropy
 
     def settings(self) -> dict[str, Any]:
@@ -113,7 +117,7 @@ def _base_target_logprobs(
         with base_model_context(model):
             for start in range(0, len(examples), batch_size):
                 chunk = examples[start : start + batch_size]
-                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+                batch = to_device(collate(chunk, pad_id), device)
                 with autocast_for(model):
                     logits = model(
                         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]

@@ -144,3 +144,25 @@ def collate(examples: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def move_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a CPU tensor to `device` without a host-device sync on CUDA.
+
+    A plain `.to("cuda")` from pageable memory waits for the copy (a stream sync); from pinned
+    memory with non_blocking=True the copy is queued behind the running kernels instead. On the
+    CPU this is the plain move it always was.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """`move_tensor` for every tensor of a collated batch."""
+    return {k: move_tensor(v, device) for k, v in batch.items()}
+
+
+def target_count(example: EncodedExample) -> int:
+    """Tokens of `example` that contribute to HF's shifted loss: labels from position 1 on."""
+    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)

@@ -27,13 +27,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import SapConfig
 from sap_core.contrastive import ContrastiveTriple
-from sap_core.data import IGNORE_INDEX, collate, encode_chat
+from sap_core.data import IGNORE_INDEX, collate, encode_chat, move_tensor, to_device
+from sap_core.distributed import current_ranks
 from sap_core.modeling import autocast_for, target_logprobs, task_loss
 
 Batch = dict[str, torch.Tensor]
@@ -120,6 +122,7 @@ class SapGuard:
         self.model = model
         self.config = config
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ranks = current_ranks()
         self.layers = decoder_layers(model)
         self.probe_layers = config.probe_layers or default_probe_layers(len(self.layers))
         if max(self.probe_layers) >= len(self.layers):
@@ -151,7 +154,7 @@ class SapGuard:
         device = self.params[0].device
         # One forward over safe+harmful rows: the margin needs both and this halves the launches.
         both = collate([self._pairs[i][j] for j in (0, 1) for i in idx], self._pad_id)
-        batch = {k_: v.to(device) for k_, v in both.items()}
+        batch = to_device(both, device)
         logp = mean_response_logprobs(self.model, batch)
         return -F.logsigmoid(logp[:k] - logp[k:]).mean()
 
@@ -233,13 +236,16 @@ class SapGuard:
         return total
 
     @contextlib.contextmanager
-    def perturbed(self, direction: Sequence[torch.Tensor]) -> Iterator[float]:
+    def perturbed(self, direction: Sequence[torch.Tensor]) -> Iterator[float | torch.Tensor]:
         """Temporarily set θ ← θ + radius·‖θ‖·ĝ; θ is restored bit-exactly from a copy on exit."""
         backup = [p.detach().clone() for p in self.params]
-        scale = self.config.radius * math.sqrt(sum(float(b.float().pow(2).sum()) for b in backup))
+        scale = self.config.radius * _global_norm(backup)
         with torch.no_grad():
             for p, d in zip(self.params, direction, strict=True):
-                p.add_(d.to(p.dtype), alpha=scale)
+                if isinstance(scale, torch.Tensor):
+                    p.add_(d.to(p.dtype) * scale.to(p.dtype))
+                else:
+                    p.add_(d.to(p.dtype), alpha=scale)
         try:
             yield scale
         finally:
@@ -255,7 +261,21 @@ class SapGuard:
         n = self.config.probe_batch_size
         if n is None:
             return list(batches)
+        # Under DDP rank r holds global rows r, r+W, ...: its first ceil(n/W) rows, over all ranks,
+        # are the first n rows of the global micro-batch that one process would probe on.
+        n = math.ceil(n / self.ranks.world_size)
         return [{k: v[:n] for k, v in batches[0].items()}]
+
+    def _probe_difference(
+        self, g_pert: Sequence[torch.Tensor], g_clean: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """∇v(perturbed) - ∇v(clean), averaged over the ranks: one probe for the whole global batch."""
+        diff = [a - b for a, b in zip(g_pert, g_clean, strict=True)]
+        if self.ranks.world_size > 1:
+            for d in diff:
+                dist.all_reduce(d, op=dist.ReduceOp.SUM)
+                d.div_(self.ranks.world_size)
+        return diff
 
     # ---- per-step entry points used by finetune -----------------------------------------------
     def probe_for_step(self, batches: Sequence[Batch]) -> list[torch.Tensor]:
@@ -275,7 +295,7 @@ class SapGuard:
             self._outer_rng = _rng_state()
             prev = self.probe or [torch.zeros(self.hidden_size) for _ in self.probe_layers]
             device = self.params[0].device
-            return [v.detach().to(device).requires_grad_(True) for v in prev]
+            return [move_tensor(v.detach(), device).requires_grad_(True) for v in prev]
         sub = self._sub_batches(batches)
         zero = self._zero_probe()
         # Same dropout masks in the perturbed and clean passes (defect §1.10.2); fork_rng keeps the
@@ -287,7 +307,7 @@ class SapGuard:
                 g_pert = self._probe_grad(sub, zero)
             _set_rng_state(state)
             g_clean = self._probe_grad(sub, zero)
-        self.probe = self._sign_step([a - b for a, b in zip(g_pert, g_clean, strict=True)])
+        self.probe = self._sign_step(self._probe_difference(g_pert, g_clean))
         return self.probe
 
     def after_backward(self, batches: Sequence[Batch], probe: list[torch.Tensor]) -> None:
@@ -305,7 +325,7 @@ class SapGuard:
             _set_rng_state(self._outer_rng)
             with self.perturbed(direction):
                 g_pert = self._probe_grad(batches, [v.detach().requires_grad_(True) for v in probe])
-        self.probe = [v.cpu() for v in self._sign_step([a - b for a, b in zip(g_pert, g_clean, strict=True)])]
+        self.probe = [v.cpu() for v in self._sign_step(self._probe_difference(g_pert, g_clean))]
 
     # ---- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -324,6 +344,17 @@ class SapGuard:
         self.cursor = int(state["cursor"])
         self.steps_since_refresh = int(state["steps_since_refresh"])
         self.probe = None if state["probe"] is None else [v.to(device) for v in state["probe"]]
+
+
+def _global_norm(tensors: Sequence[torch.Tensor]) -> float | torch.Tensor:
+    """sqrt(sum of squares) over all tensors: a float on the CPU, a device scalar on CUDA.
+
+    The CPU keeps its exact double-precision sum (free there); on CUDA a float() per step would
+    make the host wait for the GPU, so the norm stays a tensor that the next kernels consume.
+    """
+    if tensors and tensors[0].device.type == "cuda":
+        return torch.stack([t.float().pow(2).sum() for t in tensors]).sum().sqrt()
+    return math.sqrt(sum(float(t.float().pow(2).sum()) for t in tensors))
 
 
 def _chat(prompt: str, response: str) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -146,27 +147,45 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
 
 def load_base_model(
-    path: str | Path, device: str | None = None
+    path: str | Path, device: str | None = None, *, quantization: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a local HF model folder (offline, local files only).
 
     Args:
         path: Folder written by `save_pretrained` / `convert_gguf_to_hf`.
-        device: "cpu", "cuda" or None (cuda when available).
+        device: "cpu", "cuda", "cuda:N" or None (cuda when available).
+        quantization: None, or "4bit" for a QLoRA base (bitsandbytes NF4; CUDA only, see
+            `acceleration.qlora_unavailable_reason`).
 
     Returns:
         (model in eval mode, tokenizer with right padding and a pad token).
     """
+    from sap_core import acceleration  # imports this module; loaded here to keep the import acyclic
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     # Frozen base in bf16 on GPU halves memory; training uses bf16 autocast there anyway. CPU stays fp32.
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    extra: dict[str, Any] = {}
+    if quantization not in (None, acceleration.QLORA):
+        raise ValueError(f"quantization={quantization!r}: must be None or {acceleration.QLORA!r}")
+    if quantization is not None:
+        reason = acceleration.qlora_unavailable_reason(device)
+        if reason is not None:
+            raise ValueError(f"quantization={quantization!r}: {reason}")
+        # bitsandbytes places the quantized weights itself; .to() on a 4-bit model is refused.
+        extra = {**acceleration.quantized_load_kwargs(), "device_map": {"": device}}
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, dtype=dtype, attn_implementation=acceleration.ATTENTION, **extra
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
+    if quantization is None:
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
+    else:
+        model = acceleration.prepare_quantized(model)  # type: ignore[assignment]
     model.eval()
     return model, tokenizer
 

@@ -31,8 +31,13 @@ class StepGuard:
         """Context around this step's task passes (SAP inserts its probe here)."""
         return contextlib.nullcontext()
 
-    def micro_batch_loss(self, batch: Batch, example_ids: Sequence[int]) -> tuple[torch.Tensor, float] | None:
-        """(objective to backpropagate, cross-entropy to report) for one micro-batch, or None."""
+    def micro_batch_loss(
+        self, batch: Batch, example_ids: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(objective to backpropagate, detached cross-entropy to report) for one micro-batch, or None.
+
+        Both stay on the device: `finetune` reads the reported loss only when a callback asks.
+        """
         return None
 
     def after_backward(self, batches: Sequence[Batch]) -> None:

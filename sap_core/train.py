@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,30 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from sap_core.acceleration import enable_gradient_checkpointing, wants_gradient_checkpointing
 from sap_core.anchor import AnchorExample, AnchorGuard, build_anchor_set
 from sap_core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sap_core.config import TrainConfig, guard_parts
 from sap_core.constrained import ConstrainedGuard
 from sap_core.contrastive import ContrastiveTriple, default_contrastive_triples
-from sap_core.data import IGNORE_INDEX, EncodedExample, Message, collate, encode_chat, length_grouped_batches
+from sap_core.data import (
+    IGNORE_INDEX,
+    EncodedExample,
+    Message,
+    collate,
+    encode_chat,
+    length_grouped_batches,
+    target_count,
+    to_device,
+)
+from sap_core.distributed import (
+    Ranks,
+    average_gradients,
+    broadcast_parameters,
+    broadcast_stop,
+    current_ranks,
+    sum_across_ranks,
+)
 from sap_core.guard import SapGuard
 from sap_core.modeling import task_loss
 from sap_core.step_guard import EmaGuard, SapStepGuard, StepGuard
@@ -36,18 +54,78 @@ from sap_core.step_guard import EmaGuard, SapStepGuard, StepGuard
 Conversation = Sequence[Message]
 
 
-@dataclass
 class StepState:
-    """Progress snapshot passed to callbacks."""
+    """Progress snapshot passed to callbacks.
 
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-    learning_rate: float
-    tokens_per_second: float
-    elapsed_seconds: float
-    val_loss: float | None = None
+    `loss` and `tokens_per_second` are read from the device when a callback first asks for them,
+    so a loop whose callbacks log every N steps synchronises with the GPU every N steps, not every
+    micro-batch. `tokens_per_second` covers the steps since the previous read (validation and
+    checkpoint time excluded).
+    """
+
+    def __init__(
+        self,
+        step: int,
+        total_steps: int,
+        epoch: int,
+        loss: float | torch.Tensor,
+        learning_rate: float,
+        tokens_per_second: float | Callable[[], float],
+        elapsed_seconds: float,
+        val_loss: float | None = None,
+    ) -> None:
+        self.step = step
+        self.total_steps = total_steps
+        self.epoch = epoch
+        self._loss = loss
+        self.learning_rate = learning_rate
+        self._rate = tokens_per_second
+        self.elapsed_seconds = elapsed_seconds
+        self.val_loss = val_loss
+
+    @property
+    def loss(self) -> float:
+        """Token-weighted mean training loss of this step (over every rank)."""
+        if isinstance(self._loss, torch.Tensor):
+            self._loss = float(self._loss)
+        return self._loss
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Attended tokens per second (over every rank) since the previous read."""
+        if callable(self._rate):
+            self._rate = self._rate()
+        return self._rate
+
+    def __repr__(self) -> str:
+        return f"StepState(step={self.step}, total_steps={self.total_steps}, loss={self._loss!r})"
+
+
+class _Throughput:
+    """Tokens per second over the window since the last read, measured after a device sync."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mark = time.perf_counter()
+        self.tokens = 0
+        self.excluded = 0.0
+        self.rate = 0.0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def exclude(self, seconds: float) -> None:
+        """Time spent outside training steps (validation, checkpoints) inside the window."""
+        self.excluded += seconds
+
+    def read(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the queued steps' kernels are what we time
+        now = time.perf_counter()
+        if self.tokens:
+            self.rate = self.tokens / max(now - self.mark - self.excluded, 1e-9)
+        self.mark, self.tokens, self.excluded = now, 0, 0.0
+        return self.rate
 
 
 class TrainingCallback:
@@ -100,12 +178,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def _n_targets(batch: dict[str, torch.Tensor]) -> int:
-    # Tokens that contribute to HF's shifted loss: labels from position 1 on.
+    # Tokens that contribute to HF's shifted loss: labels from position 1 on (a CPU batch: no sync).
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
-def _has_targets(example: EncodedExample) -> bool:
-    return any(label != IGNORE_INDEX for label in example.labels[1:])
 
 
 def _encode_all(
@@ -146,11 +220,10 @@ def evaluation_loss(
     total, count = 0.0, 0
     try:
         for i in range(0, len(encoded), batch_size):
-            batch = {
-                k: v.to(device) for k, v in collate(encoded[i : i + batch_size], _pad_id(tokenizer)).items()
-            }
-            n = _n_targets(batch)
+            cpu_batch = collate(encoded[i : i + batch_size], _pad_id(tokenizer))
+            n = _n_targets(cpu_batch)
             if n:
+                batch = to_device(cpu_batch, device)
                 total += float(task_loss(model, batch)) * n
                 count += n
     finally:
@@ -197,20 +270,25 @@ def finetune(
     device = next(model.parameters()).device
     pad_id = _pad_id(tokenizer)
     # Truncation can cut off every assistant token; such rows would make the loss 0/0 = NaN.
-    examples = [e for e in _encode_all(tokenizer, train, config.max_seq_len) if _has_targets(e)]
+    examples = [e for e in _encode_all(tokenizer, train, config.max_seq_len) if target_count(e)]
     if not examples:
         raise ValueError(
             f"train: no example keeps an assistant token within max_seq_len={config.max_seq_len}"
         )
+    # Counted on the host once: per-step token counts then cost no device read.
+    targets = [target_count(e) for e in examples]
     lengths = [len(e) for e in examples]
     n_micro = math.ceil(len(examples) / config.batch_size)
     steps_per_epoch = math.ceil(n_micro / config.grad_accum)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     warmup = math.ceil(config.warmup_ratio * total_steps)
+    ranks = current_ranks()
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters; call attach_lora first")
+    if ranks.world_size > 1:
+        broadcast_parameters(params)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -221,8 +299,11 @@ def finetune(
     if len(loss_guards) > 1:
         raise ValueError(f"guard={config.guard!r}: at most one part may replace the training loss")
     loss_guard = loss_guards[0] if loss_guards else None
+    if wants_gradient_checkpointing(model, config):
+        enable_gradient_checkpointing(model)
 
-    start_step, val_losses, losses = 0, {}, []
+    start_step, val_losses = 0, {}
+    losses: list[float | torch.Tensor] = []
     if resume_from is not None:
         state = load_checkpoint(resume_from, model)
         optimizer.load_state_dict(state["optimizer"])
@@ -234,43 +315,47 @@ def finetune(
 
     order_cache: dict[int, list[list[int]]] = {}
 
-    def micro_batches(step: int) -> list[tuple[dict[str, torch.Tensor], list[int]]]:
+    def micro_batches(step: int) -> list[_MicroBatch]:
         # Data position is a pure function of (seed, step): resume needs nothing but the step count.
         epoch, k = divmod(step, steps_per_epoch)
         if epoch not in order_cache:
             order_cache.clear()
             order_cache[epoch] = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
-        chosen = order_cache[epoch][k * config.grad_accum : (k + 1) * config.grad_accum]
         return [
-            ({k_: v.to(device) for k_, v in collate([examples[i] for i in idx], pad_id).items()}, idx)
-            for idx in chosen
+            _MicroBatch.build(idx, examples, targets, pad_id, device, ranks)
+            for idx in order_cache[epoch][k * config.grad_accum : (k + 1) * config.grad_accum]
         ]
 
     model.train()
     started = time.perf_counter()
-    stopped, loss_value, step = False, float("nan"), start_step
+    meter = _Throughput(device)
+    stopped, step = False, start_step
+    loss_value: float | torch.Tensor = float("nan")
     for step in range(start_step + 1, total_steps + 1):
-        t0 = time.perf_counter()
         chosen = micro_batches(step - 1)
-        batches = [b for b, _ in chosen]
-        n_tokens = sum(_n_targets(b) for b in batches)
-        loss_sum = 0.0
+        batches = [m.batch for m in chosen]
+        # The step's objective is the token-weighted mean over the global batch; each rank weighs its
+        # rows by world_size so that the averaged gradient is exactly that mean.
+        n_tokens = max(1, sum(m.global_targets for m in chosen))
+        loss_sum: torch.Tensor | None = None
         with contextlib.ExitStack() as stack:
             for guard in guards:
                 stack.enter_context(guard.step_context(batches))
-            for b, ids in chosen:
-                # Token-weighted mean over the whole step, so grad_accum doesn't change the objective.
-                share = _n_targets(b) / max(1, n_tokens)
-                replaced = loss_guard.micro_batch_loss(b, ids) if loss_guard is not None else None
+            for m in chosen:
+                share = m.targets / n_tokens * ranks.world_size
+                replaced = loss_guard.micro_batch_loss(m.batch, m.ids) if loss_guard is not None else None
                 if replaced is None:
-                    loss = task_loss(model, b) * share
-                    reported = float(loss.detach())
+                    loss = task_loss(model, m.batch) * share
+                    reported = loss.detach()
                 else:
                     loss, reported = replaced[0] * share, replaced[1] * share
                 loss.backward()
-                loss_sum += reported
+                # Accumulated on the device: reading it back per micro-batch would stall the GPU queue.
+                loss_sum = reported if loss_sum is None else loss_sum + reported
         for guard in guards:
             guard.after_backward(batches)
+        if ranks.world_size > 1:
+            average_gradients(params, ranks.world_size)
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
@@ -280,45 +365,55 @@ def finetune(
         for guard in guards:
             guard.after_optimizer_step()
 
+        assert loss_sum is not None
+        if ranks.world_size > 1:
+            loss_sum = sum_across_ranks(loss_sum / ranks.world_size)
         loss_value = loss_sum
         losses.append(loss_value)
-        seen = sum(int(b["attention_mask"].sum()) for b in batches)
-        now = time.perf_counter()
+        meter.add(sum(m.attended for m in chosen))
         state_ = StepState(
             step=step,
             total_steps=total_steps,
             epoch=(step - 1) // steps_per_epoch,
             loss=loss_value,
             learning_rate=lr,
-            tokens_per_second=seen / max(now - t0, 1e-9),
-            elapsed_seconds=now - started,
+            tokens_per_second=meter.read,
+            elapsed_seconds=time.perf_counter() - started,
         )
-        if val and config.eval_every and step % config.eval_every == 0:
-            _validate(model, tokenizer, val, config, guards, state_, val_losses, callbacks)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and checkpoint_dir is not None:
-            trainer_state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "guards": [guard.state_dict() for guard in guards],
-                "val_losses": val_losses,
-                "losses": losses,
-                "config": config.to_dict(),
-            }
-            path = save_checkpoint(checkpoint_dir, step, model, trainer_state)
-            for cb in callbacks:
-                cb.on_checkpoint(state_, path)
-        if any([cb.on_step_end(state_) == "stop" for cb in callbacks]):  # every callback sees the step
+        stop = False
+        if ranks.is_main:
+            paused = time.perf_counter()
+            if val and config.eval_every and step % config.eval_every == 0:
+                _validate(model, tokenizer, val, config, guards, state_, val_losses, callbacks)
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and checkpoint_dir is not None:
+                trainer_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "guards": [guard.state_dict() for guard in guards],
+                    "val_losses": val_losses,
+                    "losses": _floats(losses),
+                    "config": config.to_dict(),
+                }
+                path = save_checkpoint(checkpoint_dir, step, model, trainer_state)
+                for cb in callbacks:
+                    cb.on_checkpoint(state_, path)
+            meter.exclude(time.perf_counter() - paused)
+            stop = any([cb.on_step_end(state_) == "stop" for cb in callbacks])  # every callback sees it
+        if ranks.world_size > 1:
+            stop = broadcast_stop(stop, device)
+        if stop:
             stopped = True
             break
 
     done = step if step > start_step else start_step
-    if val and done not in val_losses and not stopped:
+    final_loss = float(loss_value)
+    if val and done not in val_losses and not stopped and ranks.is_main:
         final_state = StepState(
             done,
             total_steps,
             (done - 1) // steps_per_epoch,
-            loss_value,
+            final_loss,
             0.0,
             0.0,
             time.perf_counter() - started,
@@ -329,7 +424,43 @@ def finetune(
     model.eval()
     best = min(val_losses, key=lambda s: val_losses[s]) if val_losses else None
     settings = {guard.name: guard.settings() for guard in guards}
-    return TrainResult(done, stopped, loss_value, val_losses, best, losses, settings)
+    return TrainResult(done, stopped, final_loss, val_losses, best, _floats(losses), settings)
+
+
+def _floats(values: Sequence[float | torch.Tensor]) -> list[float]:
+    # One device read per value, done at a checkpoint or at the end, never inside a step.
+    return [float(v) for v in values]
+
+
+@dataclass
+class _MicroBatch:
+    """One micro-batch as this rank trains it: the rows, on the device, and their host-side counts."""
+
+    batch: dict[str, torch.Tensor]
+    ids: list[int]
+    targets: int  # this rank's labelled tokens (0 for a rank's placeholder row)
+    global_targets: int  # every rank's: the weight denominator
+    attended: int  # tokens that went through attention, over every rank
+
+    @classmethod
+    def build(
+        cls,
+        global_ids: list[int],
+        examples: Sequence[EncodedExample],
+        targets: Sequence[int],
+        pad_id: int,
+        device: torch.device,
+        ranks: Ranks,
+    ) -> _MicroBatch:
+        ids, real = ranks.shard(global_ids)
+        cpu = collate([examples[i] for i in ids], pad_id)
+        return cls(
+            batch=to_device(cpu, device),
+            ids=ids,
+            targets=sum(targets[i] for i in ids) if real else 0,
+            global_targets=sum(targets[i] for i in global_ids),
+            attended=sum(len(examples[i]) for i in global_ids),
+        )
 
 
 def _build_guards(

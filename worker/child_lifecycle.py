@@ -25,6 +25,7 @@ PARENT_POLL_SECONDS = 1.0
 # The supervisor asks the child to stop (cancel, shutdown) by creating this file in the job folder;
 # the child looks for it between steps, checkpoints and exits.
 STOP_FILE = "STOP"
+LAUNCHER_ENV = "TORCHELASTIC_RUN_ID"  # set by torchrun in every rank it starts
 
 
 def spawn(
@@ -72,16 +73,38 @@ def exit_with_parent() -> None:
     """In the child: kill our own process group as soon as the supervising process is gone.
 
     Polls instead of using prctl(PR_SET_PDEATHSIG): that fires when the parent *thread* that
-    forked us exits, and the supervisor may run in a thread of a longer-lived process.
+    forked us exits, and the supervisor may run in a thread of a longer-lived process. Under
+    torchrun (a multi-rank job) our parent is torchrun and the supervisor is its parent: a rank
+    then also leaves when torchrun is reparented (the supervisor died), and takes torchrun with it,
+    since nobody else would stop it.
     """
     expected = os.environ.get(SUPERVISOR_PID_ENV)
     if not expected:
         return  # started by hand, not by a supervisor
-    parent = int(expected)
+    supervisor = int(expected)
+    launcher = os.getppid()
+    under_torchrun = LAUNCHER_ENV in os.environ and launcher != supervisor
+
+    def supervised() -> bool:
+        if os.getppid() != launcher:
+            return False
+        return not under_torchrun or _parent_of(launcher) == supervisor
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while supervised():
             time.sleep(PARENT_POLL_SECONDS)
+        if under_torchrun and os.getppid() == launcher and launcher > 1:
+            os.kill(launcher, signal.SIGKILL)  # still our parent, so the pid is still torchrun's
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of `pid` (Linux /proc), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses; the fields after it do not.
+    return int(stat.rsplit(")", 1)[1].split()[1])

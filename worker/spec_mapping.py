@@ -44,6 +44,7 @@ def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
         seed=hp.get("seed", 0),
         eval_every=hp.get("eval_every", 0),
         checkpoint_every=hp.get("checkpoint_every", 0),
+        gradient_checkpointing=hp.get("gradient_checkpointing", "auto"),
         lora=lora,
         sap=SapConfig(**sap_kwargs),
         ema=EmaConfig(decay=hp.get("ema_decay", 0.99)),

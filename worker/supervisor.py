@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from safetune.repositories import job_runs
 from worker import child_lifecycle, finite_json, shutdown
 from worker.checkpoints import CheckpointStore
 from worker.db_retry import with_db_retry
+from worker.launch import training_launch
 from worker.progress import ProgressWriter
 from worker.watchdog import StepWatchdog
 
@@ -54,12 +53,9 @@ def supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
         job_id, heartbeat_seconds=settings.heartbeat_seconds, lease_seconds=settings.stale_after_seconds / 2
     )
     watchdog = StepWatchdog(settings.watchdog_step_factor, settings.watchdog_min_seconds)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    launch = training_launch(settings, job_dir)
     child = child_lifecycle.spawn(
-        [sys.executable, "-m", "worker.training_process", str(job_dir)],
-        stdout=subprocess.PIPE,
-        stderr_path=job_dir / "stderr.log",
-        env=env,
+        launch.argv, stdout=subprocess.PIPE, stderr_path=job_dir / "stderr.log", env=launch.env
     )
     try:
         outcome = _relay(job_id, job_dir, child, progress, watchdog, CheckpointStore(job_id))

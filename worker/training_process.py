@@ -15,8 +15,11 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
 from safetune.errors import ErrorCode
 from sap_core.adapters import save_adapter
+from sap_core.distributed import Ranks
 from sap_core.modeling import attach_lora, load_base_model
 from sap_core.screening import screen_examples
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
@@ -24,6 +27,7 @@ from worker import finite_json
 from worker.child_evaluation import run_safety_evaluation
 from worker.child_guards import SelectionSnapshots, guard_inputs, guard_record, run_selection
 from worker.child_lifecycle import STOP_FILE, exit_with_parent
+from worker.child_ranks import join_ranks, leave_ranks
 from worker.model_store import ModelUnavailable, ensure_model
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
@@ -44,14 +48,20 @@ class DatasetRejected(Exception):
 
 
 class EventChannel:
-    """JSON lines on a private copy of stdout, so stray prints from libraries cannot corrupt them."""
+    """JSON lines on a private copy of stdout, so stray prints from libraries cannot corrupt them.
 
-    def __init__(self) -> None:
-        self._out: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
+    In a multi-rank job only rank 0 speaks (`silent=True` for the others): the supervisor reads one
+    event stream, and every rank writes the same stdout.
+    """
+
+    def __init__(self, silent: bool = False) -> None:
+        self._out: TextIO | None = None if silent else os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # anything else written to stdout goes to the stderr log
         sys.stdout = sys.stderr
 
     def emit(self, event: str, **data: Any) -> None:
+        if self._out is None:
+            return
         self._out.write(finite_json.dumps({"event": event, **data}) + "\n")
         self._out.flush()
 
@@ -59,9 +69,12 @@ class EventChannel:
 class ChildCallback(TrainingCallback):
     """Reports progress and obeys the supervisor's STOP file between steps."""
 
-    def __init__(self, events: EventChannel, job_dir: Path, suffix: str | None, num_examples: int) -> None:
+    def __init__(
+        self, events: EventChannel, job_dir: Path, suffix: str | None, num_examples: int, world_size: int = 1
+    ) -> None:
         self.events = events
         self.num_examples = num_examples
+        self.world_size = world_size
         self.stop_file = job_dir / STOP_FILE
         self.planned = False
         self.stopped = False
@@ -71,7 +84,12 @@ class ChildCallback(TrainingCallback):
 
     def on_step_end(self, state: StepState) -> str | None:
         if not self.planned:
-            self.events.emit("plan", total_steps=state.total_steps, num_examples=self.num_examples)
+            self.events.emit(
+                "plan",
+                total_steps=state.total_steps,
+                num_examples=self.num_examples,
+                world_size=self.world_size,
+            )
             self.planned = True
         faulty = bool(self.fault_at) and state.step >= self.fault_at
         self.events.emit(
@@ -142,7 +160,7 @@ def _screen(train: list[list[dict[str, str]]], spec: dict[str, Any], events: Eve
     return result
 
 
-def run(job_dir: Path, events: EventChannel) -> None:
+def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str | None = None) -> None:
     request = json.loads((job_dir / "request.json").read_text())
     spec = request["spec"]
     try:
@@ -151,13 +169,21 @@ def run(job_dir: Path, events: EventChannel) -> None:
         raise SpecRejected(str(exc)) from exc
     events.emit("stage", stage="loading")
     model_dir = ensure_model(request["base_model"], Path(request["model_cache"]))
-    device = None if request.get("device", "auto") == "auto" else request["device"]
-    model, tokenizer = load_base_model(model_dir, device)
+    quantization = spec.get("hyperparameters", {}).get("quantization")
+    try:
+        model, tokenizer = load_base_model(model_dir, device, quantization=quantization)
+    except ValueError as exc:
+        if quantization is not None and "quantization" in str(exc):
+            raise SpecRejected(f"hyperparameters.{exc}") from exc  # e.g. no bitsandbytes here
+        raise
     train = read_chat_jsonl(request["train_path"])
     val = read_chat_jsonl(request.get("val_path"))
     if not val:
         train, val = split_validation(train, float(spec.get("validation_split") or 0.0), config.seed)
     screening = _screen(train, spec, events)
+    # The adapter's random init follows the job's seed (torch seeds each process at random): the
+    # same spec trains the same adapter, however many ranks train it.
+    torch.manual_seed(config.seed)
     peft_model = attach_lora(model, config.lora)
     # Utility is measured on the user's validation data, or on the training data when there is none.
     utility_set = val or train
@@ -169,7 +195,7 @@ def run(job_dir: Path, events: EventChannel) -> None:
     events.emit("stage", stage="preparing_guard")
     triples, anchors = guard_inputs(peft_model, tokenizer, config, request["base_model"], model_dir)
     events.emit("stage", stage="training")
-    callback = ChildCallback(events, job_dir, spec.get("suffix"), len(train))
+    callback = ChildCallback(events, job_dir, spec.get("suffix"), len(train), ranks.world_size)
     selection = spec.get("selection") or {}
     snapshots = SelectionSnapshots(peft_model, int(selection.get("snapshots", 3)))
     result = finetune(
@@ -187,6 +213,8 @@ def run(job_dir: Path, events: EventChannel) -> None:
     if callback.stopped:
         events.emit("stopped", step=result.steps_done)
         return
+    if not ranks.is_main:
+        return  # rank 0 alone saves, evaluates and reports; the weights are the same on every rank
 
     picked = None
     if selection.get("enabled"):
@@ -235,9 +263,12 @@ def run(job_dir: Path, events: EventChannel) -> None:
 
 def main(argv: list[str]) -> int:
     exit_with_parent()
-    events = EventChannel()
+    job_dir = Path(argv[1])
+    setting = json.loads((job_dir / "request.json").read_text()).get("device", "auto")
+    ranks, device = join_ranks(None if setting == "auto" else setting)
+    events = EventChannel(silent=not ranks.is_main)
     try:
-        run(Path(argv[1]), events)
+        run(job_dir, events, ranks, device)
     except DatasetRejected as exc:
         events.emit("error", code=ErrorCode.DATASET_HARMFUL.code, message=str(exc))
         return 1
@@ -251,6 +282,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         events.emit("error", code=ErrorCode.TRAINING_FAILED.code, message=f"{type(exc).__name__}: {exc}")
         return 1
+    finally:
+        leave_ranks()
     return 0
 
 

@@ -336,3 +336,31 @@ def test_nul_byte_in_a_multipart_filename(
         assert (error["code"], error["param"]) == ("request_invalid", field), error
         assert "filename" in error["message"]
     assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+def test_qlora_is_refused_when_the_workers_cannot_quantize(
+    client: TestClient, auth_headers: dict[str, str], tenant: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bitsandbytes is not installed here, so by default the deployment cannot train a 4-bit base.
+    spec = {"base_model": TINY_MODEL, "hyperparameters": {"quantization": "4bit"}}
+    error = assert_error(submit_job(client, auth_headers, spec=spec), 422, "spec_invalid")
+    assert error["param"] == "hyperparameters.quantization" and "bitsandbytes" in error["message"]
+    assert row_counts(tenant[0]) == {"files": 0, "jobs": 0, "job_events": 0}
+    # An operator whose GPU workers have it says so; the worker then checks again before loading.
+    monkeypatch.setenv("SAFETUNE_QLORA_AVAILABLE", "true")
+    get_settings.cache_clear()
+    try:
+        assert submit_job(client, auth_headers, spec=spec).status_code == 201
+    finally:
+        monkeypatch.delenv("SAFETUNE_QLORA_AVAILABLE")
+        get_settings.cache_clear()
+
+
+def test_gradient_checkpointing_takes_only_its_three_settings(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    ok = {"base_model": TINY_MODEL, "hyperparameters": {"gradient_checkpointing": "on"}}
+    assert submit_job(client, auth_headers, spec=ok).status_code == 201
+    bad = {"base_model": TINY_MODEL, "hyperparameters": {"gradient_checkpointing": "yes"}}
+    error = assert_error(submit_job(client, auth_headers, spec=bad), 422, "spec_invalid")
+    assert error["param"] == "hyperparameters.gradient_checkpointing"

@@ -165,3 +165,27 @@ def test_lr_schedule_shapes() -> None:
     assert lr_factor(9, 10, 0, "linear") == pytest.approx(0.1)
     assert lr_factor(5, 10, 0, "constant") == 1.0
     assert lr_factor(10, 10, 0, "cosine") == pytest.approx(0.0)
+
+
+def test_step_loss_is_read_from_the_device_only_when_a_callback_asks() -> None:
+    class EveryOther(TrainingCallback):
+        def __init__(self) -> None:
+            self.states: list[StepState] = []
+            self.read: dict[int, float] = {}
+
+        def on_step_end(self, state: StepState) -> str | None:
+            self.states.append(state)
+            if state.step % 2 == 0:
+                self.read[state.step] = state.loss
+                assert state.tokens_per_second > 0  # covers the two steps since the last read
+            return None
+
+    model, tok = _model()
+    cb = EveryOther()
+    result = finetune(model, tok, make_chats(12), _cfg(guard="none"), callbacks=[cb])
+    # Steps nobody asked about were never synchronised: their loss is still a device tensor.
+    assert all(isinstance(s._loss, torch.Tensor) for s in cb.states if s.step % 2)
+    assert cb.read == {2: result.losses[1], 4: result.losses[3]}
+    assert (
+        all(isinstance(x, float) and x > 0 for x in result.losses) and result.final_loss == result.losses[-1]
+    )
