@@ -153,3 +153,24 @@ def _ratio_ci(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
     ok = den > 0
     r = num[ok] / den[ok]
     return float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))
+
+
+def drop_ratio_at_guard_loss(
+    base: CurvePoint, sft_curves: Sequence[Sequence[CurvePoint]], guard_finals: Sequence[CurvePoint]
+) -> float | None:
+    """The other way round: plain SFT's curve interpolated at the guard's final validation loss.
+
+    For a guard that stops just short of plain SFT's final loss (so the primary comparison is "not
+    reached"), this still compares the two at equal utility, on plain SFT's own checkpoints.
+
+    Returns:
+        Guard's refusal drop / plain SFT's drop at that loss (mean over seeds), or None when plain
+        SFT's curve does not pass through the guard's loss or did not drop there.
+    """
+    matched = [at_matched_loss(c, g.val_loss) for c, g in zip(sft_curves, guard_finals, strict=True)]
+    if not matched or any(m is None for m in matched):
+        return None
+    base_ref = float(base.refused.mean())
+    sft_drop = base_ref - float(np.mean([m["refused"].mean() for m in matched if m is not None]))
+    guard_drop = base_ref - float(np.mean([g.refused.mean() for g in guard_finals]))
+    return _ratio(guard_drop, sft_drop)

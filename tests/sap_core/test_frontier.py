@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sap_core.frontier import CurvePoint, at_matched_loss, compare_at_matched_loss, crossing
+from sap_core.frontier import (
+    CurvePoint,
+    at_matched_loss,
+    compare_at_matched_loss,
+    crossing,
+    drop_ratio_at_guard_loss,
+)
 
 
 def _pt(step: int, val: float, refused: list[int], harmful: list[int] | None = None) -> CurvePoint:
@@ -42,3 +48,11 @@ def test_a_guard_that_never_reaches_matched_loss_is_reported_as_such() -> None:
     base = _pt(0, 3.0, [1, 1, 1, 1])
     cmp = compare_at_matched_loss(base, [_pt(36, 2.0, [0, 0, 1, 1])], [[base, _pt(36, 2.6, [1, 1, 1, 1])]])
     assert not cmp.reached and cmp.matched_drop_ratio is None
+
+
+def test_reverse_ratio_interpolates_plain_sft_at_the_guard_loss() -> None:
+    base = _pt(0, 3.0, [1, 1, 1, 1])
+    sft = [base, _pt(12, 2.0, [0, 0, 1, 1])]  # drop 0.5 at loss 2.0, 0.25 at loss 2.5
+    guard_final = _pt(36, 2.5, [1, 1, 1, 0])  # drop 0.25 at loss 2.5
+    assert drop_ratio_at_guard_loss(base, [sft], [guard_final]) == 1.0
+    assert drop_ratio_at_guard_loss(base, [sft], [_pt(36, 1.5, [1, 1, 1, 1])]) is None  # SFT never got there
