@@ -238,6 +238,7 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in doc["meta"]["commands"]),
         "",
+        *([f"Note: {doc['meta']['note']}", ""] if doc["meta"].get("note") else []),
         "![safety frontier](bench/results/safety_frontier.png)",
         "",
         "Ratios: the guard's refusal-rate drop (harmful-score rise) from the base, interpolated along",
