@@ -1,7 +1,7 @@
 """`smollm2-135m-safe` from the shipped refusal LoRA: merge it into the converted base in seconds.
 
 `safetune safety-align` (`sap_core.alignment`) trains that LoRA from scratch (minutes to an hour on a
-CPU); its result ships in ``resources/alignment/smollm2-135m-safe/`` (the two PEFT files plus
+CPU); its result ships in ``weights/smollm2-135m-safe/`` (the two PEFT files plus
 ``alignment.json``: recipe, data hashes, held-out refusal rates), so a fresh machine only merges.
 The merge repeats alignment's own fp32 merge, so the weights are the ones the recipe produced.
 """
@@ -21,7 +21,7 @@ from sap_core.atomic import write_dir_atomically
 from sap_core.modeling import load_base_model
 from sap_core.prompt_sets import SAFETY_DIR
 
-SHIPPED_DIR = Path(__file__).parent / "resources" / "alignment" / SAFE_NAME
+SHIPPED_DIR = Path(__file__).parent / "weights" / SAFE_NAME
 SHIPPED_META = "alignment.json"
 # Files whose content defines the alignment data; their hashes are recorded with the shipped LoRA.
 ALIGNMENT_DATA = ("align_harmful.jsonl", "align_benign.jsonl", "refusal_templates.jsonl")

@@ -81,3 +81,54 @@ def test_other_tenants_files_look_missing(
     )
     assert use.status_code == 404 and use.json()["error"]["code"] == "file_not_found"
     assert row_counts(tenant_id) == {"files": 0, "jobs": 0, "job_events": 0}
+
+
+JOB_ROUTES = [
+    ("get", "/jobs/{id}/events?stream=true"),
+    ("get", "/jobs/{id}/events/stream"),
+    ("get", "/jobs/{id}/checkpoints/1/adapter"),
+    ("get", "/jobs/{id}/checkpoints/best/adapter"),
+    ("get", "/jobs/{id}/safety-report.html"),
+    ("post", "/jobs/{id}/report-links"),
+    ("delete", "/jobs/{id}"),
+    ("get", "/v1/fine_tuning/jobs/{id}"),
+    ("post", "/v1/fine_tuning/jobs/{id}/cancel"),
+    ("get", "/v1/fine_tuning/jobs/{id}/events"),
+    ("get", "/v1/fine_tuning/jobs/{id}/checkpoints"),
+]
+FILE_ROUTES = [
+    ("delete", "/files/{id}"),
+    ("get", "/v1/files/{id}"),
+    ("get", "/v1/files/{id}/content"),
+    ("delete", "/v1/files/{id}"),
+]
+
+
+def _same_as_missing(
+    client: TestClient, headers: dict[str, str], method: str, route: str, real: str, fake: str
+) -> None:
+    theirs = client.request(method, route.format(id=real), headers=headers)
+    missing = client.request(method, route.format(id=fake), headers=headers)
+    assert theirs.status_code == missing.status_code, (route, theirs.text, missing.text)
+    assert theirs.status_code in (404, 422), (route, theirs.status_code)
+    body_t, body_m = theirs.json(), missing.json()
+    if "error" in body_t and isinstance(body_t["error"], dict):
+        assert _masked(body_t, real, fake) == _masked(body_m, real, fake), route
+
+
+@pytest.mark.parametrize(("method", "route"), JOB_ROUTES)
+def test_every_job_route_answers_another_tenants_job_like_a_missing_one(
+    client: TestClient, two_tenants: tuple[dict[str, str], dict[str, str], str, str], method: str, route: str
+) -> None:
+    a, b, job_id, _ = two_tenants
+    _same_as_missing(client, a, method, route, job_id, "ftjob-" + "0" * 32)
+    assert client.get(f"/jobs/{job_id}", headers=b).json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(("method", "route"), FILE_ROUTES)
+def test_every_file_route_answers_another_tenants_file_like_a_missing_one(
+    client: TestClient, two_tenants: tuple[dict[str, str], dict[str, str], str, str], method: str, route: str
+) -> None:
+    a, b, _, file_id = two_tenants
+    _same_as_missing(client, a, method, route, file_id, "file-" + "0" * 32)
+    assert client.get(f"/files/{file_id}", headers=b).status_code == 200
