@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import AnchorConfig
-from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat, to_device
+from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat, one_turn, to_device
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
 from sap_core.modeling import autocast_for, base_model_context, task_loss
@@ -202,7 +202,7 @@ class AnchorGuard(StepGuard):
         self.params = [p for p in model.parameters() if p.requires_grad]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = int(pad)
-        encoded = [encode_chat(tokenizer, _chat(e.prompt, e.response), max_seq_len) for e in examples]
+        encoded = [encode_chat(tokenizer, one_turn(e.prompt, e.response), max_seq_len) for e in examples]
         self._encoded: list[EncodedExample] = [
             e for e in encoded if any(x != IGNORE_INDEX for x in e.labels[1:])
         ]
@@ -263,7 +263,3 @@ class AnchorGuard(StepGuard):
         self.steps = int(state["steps"])
         self.anchored_steps = int(state["anchored_steps"])
         self.projected_steps = int(state["projected_steps"])
-
-
-def _chat(prompt: str, response: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]

@@ -17,6 +17,7 @@ __all__ = [
     "EncodedExample",
     "Message",
     "collate",
+    "one_turn",
     "default_contrastive_triples",
     "encode_chat",
     "length_grouped_batches",
@@ -46,6 +47,11 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], gen
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=gen_prompt)
     # The template already writes every special token; add_special_tokens=False avoids a second BOS.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def one_turn(prompt: str, response: str) -> list[Message]:
+    """A user prompt and the assistant's answer, as a conversation."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
 def encode_chat(

@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import SapConfig
 from sap_core.contrastive import ContrastiveTriple
-from sap_core.data import IGNORE_INDEX, collate, encode_chat, move_tensor, to_device
+from sap_core.data import IGNORE_INDEX, collate, encode_chat, move_tensor, one_turn, to_device
 from sap_core.distributed import current_ranks
 from sap_core.modeling import autocast_for, target_logprobs, task_loss
 
@@ -132,8 +132,8 @@ class SapGuard:
         self._pad_id = int(pad)
         self._pairs = [
             (
-                encode_chat(tokenizer, _chat(t.prompt, t.safe), max_seq_len),
-                encode_chat(tokenizer, _chat(t.prompt, t.harmful), max_seq_len),
+                encode_chat(tokenizer, one_turn(t.prompt, t.safe), max_seq_len),
+                encode_chat(tokenizer, one_turn(t.prompt, t.harmful), max_seq_len),
             )
             for t in triples
         ]
@@ -355,10 +355,6 @@ def _global_norm(tensors: Sequence[torch.Tensor]) -> float | torch.Tensor:
     if tensors and tensors[0].device.type == "cuda":
         return torch.stack([t.float().pow(2).sum() for t in tensors]).sum().sqrt()
     return math.sqrt(sum(float(t.float().pow(2).sum()) for t in tensors))
-
-
-def _chat(prompt: str, response: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
 @contextlib.contextmanager
