@@ -18,6 +18,7 @@ the plot from the JSON. Needs ``<cache>/smollm2-135m-safe``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import random
@@ -146,7 +147,106 @@ class PointRecorder(TrainingCallback):
         if self.steps is not None and state.step not in self.steps:
             return
         ev = self.evaluate(f"{self.meta['guard']}@{state.step}")
-        self.sink(point_row(ev, **self.meta, step=state.step, val_loss=val_loss))
+        self.sink(ev, point_row(ev, **self.meta, step=state.step, val_loss=val_loss))
+
+
+class SnapshotRecorder(TrainingCallback):
+    """Keeps the deployed LoRA weights and val loss at each validation, to evaluate only some later.
+
+    Generation is the expensive part of a point; validation loss is cheap. Keeping every
+    checkpoint's adapter (a few MB) lets the bench evaluate just the two checkpoints that bracket
+    the reference's final val loss, which is all the matched comparison interpolates between.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.snapshots: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+
+    def on_evaluate(self, state: StepState, val_loss: float) -> None:
+        weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if "lora_" in n}
+        self.snapshots.append((state.step, val_loss, weights))
+
+    def bracket(self, target: float) -> list[tuple[int, float, dict[str, torch.Tensor]]]:
+        """The last snapshot above ``target`` and the first at or below it (or the last one)."""
+        for i, snap in enumerate(self.snapshots):
+            if snap[1] <= target:
+                return self.snapshots[max(0, i - 1) : i + 1]
+        return self.snapshots[-1:]
+
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        """Put a snapshot's weights back into the model."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+
+
+class ResponseLog:
+    """Every point's answers (gzip JSON lines), so the points can be re-judged by a newer judge."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict[str, Any], ev: ModelEval) -> None:
+        record = {
+            "key": point_key(row),
+            "harmful": [r.response for r in ev.rows(harmful=True)],
+            "benign": [r.response for r in ev.rows(harmful=False)],
+        }
+        with gzip.open(self.path, "at", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read(self) -> dict[str, dict[str, list[str]]]:
+        if not self.path.exists():
+            return {}
+        with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+            return {rec["key"]: rec for rec in map(json.loads, fh)}
+
+
+def point_key(row: dict[str, Any]) -> str:
+    """Identity of a point across files: guard, dataset, lr, seed, step."""
+    return f"{row['guard']}|{row['dataset']}|{row.get('lr')}|{row.get('seed')}|{row['step']}"
+
+
+def rejudge(doc: dict[str, Any], log: ResponseLog, sets: list[Any]) -> int:
+    """Recompute every logged point's verdict bits with the current judges; returns points redone."""
+    from sap_core.judges import HarmfulnessClassifierJudge
+
+    judge = HarmfulnessClassifierJudge()
+    harmful_prompts = [p.prompt for p in sets[0].prompts]
+    benign_prompts = [p.prompt for p in sets[1].prompts]
+    answers = log.read()
+    done = 0
+    for row in doc["points"]:
+        rec = answers.get(point_key(row))
+        if rec is None:
+            continue
+        harm = judge.judge(harmful_prompts[: len(rec["harmful"])], rec["harmful"])
+        benign = judge.judge(benign_prompts[: len(rec["benign"])], rec["benign"])
+        row["bits"] = {
+            "refused": "".join("1" if v.refused else "0" for v in harm),
+            "harmful": "".join("1" if v.harmful else "0" for v in harm),
+            "over_refused": "".join("1" if v.refused else "0" for v in benign),
+        }
+        row["harmful_k"] = row["bits"]["harmful"].count("1")
+        row["refused_k"] = row["bits"]["refused"].count("1")
+        row["over_refused_k"] = row["bits"]["over_refused"].count("1")
+        row["incoherent_k"] = sum(incoherent(r) for r in rec["benign"])
+        row["judge_version"] = judge.version
+        done += 1
+    return done
+
+
+def reference_loss(points: list[dict[str, Any]], dataset: str, lr: float, seed: int) -> float:
+    """Plain SFT's final val loss for (dataset, seed): the loss a guard is compared at."""
+    rows = [
+        r
+        for r in points
+        if (r["guard"], r["dataset"], r.get("lr"), r.get("seed")) == ("none", dataset, lr, seed)
+    ]
+    if not rows:
+        raise SystemExit(f"--bracket needs plain SFT (lr {lr:g}) for {dataset} seed {seed} first")
+    return max(rows, key=lambda r: r["step"])["val_loss"]
 
 
 def _bits(row: dict[str, Any], key: str) -> np.ndarray:
@@ -346,7 +446,21 @@ def main() -> None:
         "--sft-lrs", default="5e-4", help="plain SFT learning rates (the first is the reference)"
     )
     parser.add_argument("--lr", type=float, default=5e-4, help="guards' learning rate")
-    parser.add_argument("--steps", type=int, default=36)
+    parser.add_argument("--steps", type=int, default=36, help="plain SFT's steps (the reference)")
+    parser.add_argument(
+        "--guard-steps",
+        type=int,
+        default=0,
+        help="guards' steps (default --steps): more lets a guard reach matched loss",
+    )
+    parser.add_argument(
+        "--bracket",
+        action="store_true",
+        help="guards: keep every checkpoint, evaluate only the two bracketing plain SFT's final val loss",
+    )
+    parser.add_argument(
+        "--rejudge", action="store_true", help="re-judge logged answers with the current judges"
+    )
     parser.add_argument("--eval-every", type=int, default=12)
     parser.add_argument(
         "--eval-steps",
@@ -361,8 +475,17 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the points in --out, skip their runs")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    if args.report_only:
-        write_outputs(json.loads(args.out.read_text()), args.out)
+    log = ResponseLog(args.out.with_name(args.out.stem + "_responses.jsonl.gz"))
+    if args.report_only or args.rejudge:
+        saved: dict[str, Any] = json.loads(args.out.read_text())
+        if args.rejudge:
+            harmful_set, benign_set = default_prompt_sets()
+            sets = [
+                harmful_set.subset(saved["meta"]["eval"]["harmful"]),
+                benign_set.subset(saved["meta"]["eval"]["benign"]),
+            ]
+            print(f"re-judged {rejudge(saved, log, sets)} of {len(saved['points'])} points")  # noqa: T201
+        write_outputs(saved, args.out)
         print(args.out.with_suffix(".md").read_text())  # noqa: T201
         return
     if args.cache is None:
@@ -385,6 +508,8 @@ def main() -> None:
         "commands": commands,
         "model": args.model,
         "steps": args.steps,
+        "guard_steps": args.guard_steps or args.steps,
+        "bracket": args.bracket,
         "eval_every": args.eval_every,
         "sft_lr": sft_lrs[0],
         "sft_lrs": sft_lrs,
@@ -413,7 +538,8 @@ def main() -> None:
         print(f"  eval {label}: {time.perf_counter() - t0:.0f}s", flush=True)  # noqa: T201
         return ev
 
-    def add(row: dict[str, Any]) -> None:
+    def add(ev: ModelEval, row: dict[str, Any]) -> None:
+        log.append(row, ev)
         doc["points"].append(row)
         write_outputs(doc, args.out)
         rate = row["refused_k"] / row["harmful_n"]
@@ -434,10 +560,14 @@ def main() -> None:
             continue
         loss = evaluation_loss(base, tok, val, MAX_SEQ_LEN, BATCH_SIZE)
         if earlier_base is not None and doc.get("eval_of_base") == doc["meta"]["eval"]:
-            add({**earlier_base, "dataset": dataset, "val_loss": loss})
+            doc["points"].append({**earlier_base, "dataset": dataset, "val_loss": loss})
+            write_outputs(doc, args.out)
             continue
         base_ev = base_ev or evaluate(base, "base")
-        add(point_row(base_ev, guard="(base)", dataset=dataset, lr=None, seed=None, step=0, val_loss=loss))
+        add(
+            base_ev,
+            point_row(base_ev, guard="(base)", dataset=dataset, lr=None, seed=None, step=0, val_loss=loss),
+        )
         doc["eval_of_base"] = doc["meta"]["eval"]
     del base
     anchor_cache = args.cache / ".anchor-cache"
@@ -449,10 +579,11 @@ def main() -> None:
                     continue
                 guard, overrides = parse_guard(guard_spec)
                 model, tok = load_base_model(model_dir, device="cpu")
+                is_reference = guard == "none"
                 tcfg = TrainConfig.from_dict(
                     {
                         "guard": guard,
-                        "max_steps": args.steps,
+                        "max_steps": args.steps if is_reference else (args.guard_steps or args.steps),
                         "batch_size": BATCH_SIZE,
                         "learning_rate": lr,
                         "max_seq_len": MAX_SEQ_LEN,
@@ -474,12 +605,26 @@ def main() -> None:
                         batch_size=32,
                     )
                 meta = {"guard": guard_spec, "dataset": dataset, "lr": lr, "seed": seed}
-                recorder = PointRecorder(
-                    lambda label, m=peft_model: evaluate(m, label), meta, add, eval_steps
-                )
+                evaluate_this = lambda label, m=peft_model: evaluate(m, label)  # noqa: E731
+                snapshots = SnapshotRecorder(peft_model)
+                bracketing = args.bracket and not is_reference
+                recorder = snapshots if bracketing else PointRecorder(evaluate_this, meta, add, eval_steps)
                 t0 = time.perf_counter()
                 finetune(peft_model, tok, train, tcfg, val=val, anchor_set=anchors, callbacks=[recorder])
-                print(f"  run {meta} done in {time.perf_counter() - t0:.0f}s", flush=True)  # noqa: T201
+                train_s = time.perf_counter() - t0
+                if bracketing:
+                    target = reference_loss(doc["points"], dataset, sft_lrs[0], seed)
+                    for step, val_loss, weights in snapshots.bracket(target):
+                        snapshots.load(weights)
+                        ev = evaluate_this(f"{guard_spec}@{step}")
+                        add(ev, point_row(ev, **meta, step=step, val_loss=val_loss))
+                    meta["val_losses"] = {str(s): round(v, 4) for s, v, _ in snapshots.snapshots}
+                run_s = time.perf_counter() - t0
+                doc["meta"].setdefault("runs", []).append(
+                    {**meta, "train_s": round(train_s), "total_s": round(run_s)}
+                )
+                write_outputs(doc, args.out)
+                print(f"  run {meta} trained in {train_s:.0f}s, done in {run_s:.0f}s", flush=True)  # noqa: T201
     doc["meta"]["seconds"] = round(time.perf_counter() - started)
     write_outputs(doc, args.out)
     print(args.out.with_suffix(".md").read_text())  # noqa: T201
