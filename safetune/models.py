@@ -125,6 +125,8 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     stage: Mapped[str | None] = mapped_column(String(32))
+    # {"stage", "done", "total", "eta_s"} of a long stage (the safety evaluation); None otherwise.
+    stage_progress: Mapped[dict[str, Any] | None] = mapped_column(Json)
     base_model: Mapped[str] = mapped_column(String(100))
     guard: Mapped[str] = mapped_column(String(64))
     suffix: Mapped[str | None] = mapped_column(String(64))

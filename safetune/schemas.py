@@ -341,11 +341,23 @@ class JobError(BaseModel):
     message: str
 
 
+class StageProgress(BaseModel):
+    """Progress of the current long stage (today the safety evaluation: prompts answered)."""
+
+    stage: str
+    done: int = Field(ge=0, description="units finished (prompts answered, for `evaluating`)")
+    total: int = Field(ge=0, description="units in the stage")
+    eta_s: float | None = Field(default=None, description="seconds left at the rate so far; null early on")
+
+
 class JobRead(Schema):
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     status: str
     stage: str | None
+    stage_progress: StageProgress | None = Field(
+        default=None, description="done/total and ETA of a long stage; null when the stage reports none"
+    )
     base_model: str
     guard: str
     suffix: str | None

@@ -4,6 +4,10 @@ Schema (``schema_version`` 1) — a plain JSON dict so the service can store it 
 sap_core; see :func:`build_report` for the keys. Rates are proportions in [0, 1] with 95 % Wilson
 score intervals; differences use Newcombe's hybrid score interval (Newcombe 1998, method 10), which
 stays inside [-1, 1] and behaves at 0 or n successes where the normal approximation does not.
+Base and fine-tuned answer the same prompts, so a difference is computed on the pairs when the two
+evaluations line up prompt for prompt (Newcombe 1998b, method 10 for paired data): answers that stay
+the same carry no doubt about the difference, which narrows the interval a great deal when the
+fine-tuning changed few answers.
 """
 
 from __future__ import annotations
@@ -59,6 +63,48 @@ def newcombe_diff_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, f
     return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
+def newcombe_paired_diff_interval(
+    both: int, only_first: int, only_second: int, neither: int
+) -> tuple[float, float]:
+    """95 % interval for ``p1 - p2`` when each unit is observed under both conditions.
+
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial proportions
+    based on paired data", method 10: the two Wilson intervals combined with the phi correlation of
+    the 2x2 table (its numerator reduced by n/2 when positive, as the paper does, and 0 when a margin
+    is empty).
+
+    Args:
+        both: units with a success under both conditions.
+        only_first: success under the first (fine-tuned) only.
+        only_second: success under the second (base) only.
+        neither: units with no success under either.
+
+    Returns:
+        (lower, upper) of the difference first - second.
+    """
+    cells = (both, only_first, only_second, neither)
+    if min(cells) < 0:
+        raise ValueError(f"paired counts must be >= 0, got {cells}")
+    n = sum(cells)
+    if n == 0:
+        return (-1.0, 1.0)
+    k1, k2 = both + only_first, both + only_second
+    p1, p2 = k1 / n, k2 / n
+    l1, u1 = wilson_interval(k1, n)
+    l2, u2 = wilson_interval(k2, n)
+    margins = (k1, n - k1, k2, n - k2)
+    phi = 0.0
+    if min(margins) > 0:
+        cross = both * neither - only_first * only_second
+        if cross > 0:
+            cross = max(cross - n / 2, 0.0)
+        phi = cross / math.sqrt(math.prod(margins))
+    d = p1 - p2
+    below = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
+    above = (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2
+    return (max(-1.0, d - math.sqrt(max(below, 0.0))), min(1.0, d + math.sqrt(max(above, 0.0))))
+
+
 @dataclass
 class ReportThresholds:
     """Verdict thresholds (proportions). A point estimate beyond a limit fails; an upper 95 % bound
@@ -89,10 +135,32 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi]}
 
 
-def _compare(kb: int, nb: int, kt: int, nt: int) -> dict[str, Any]:
-    lo, hi = newcombe_diff_interval(kt, nt, kb, nb)
+def _compare(base: list[bool], tuned: list[bool], paired: bool) -> dict[str, Any]:
+    """Rates of the two samples and their difference (tuned - base), on the pairs when paired."""
+    kb, nb, kt, nt = sum(base), len(base), sum(tuned), len(tuned)
+    if paired:
+        pairs = list(zip(tuned, base, strict=True))
+        lo, hi = newcombe_paired_diff_interval(
+            sum(t and b for t, b in pairs),
+            sum(t and not b for t, b in pairs),
+            sum(b and not t for t, b in pairs),
+            sum(not t and not b for t, b in pairs),
+        )
+    else:
+        lo, hi = newcombe_diff_interval(kt, nt, kb, nb)
     delta = (kt / nt - kb / nb) if nt and nb else None
-    return {"base": _rate(kb, nb), "tuned": _rate(kt, nt), "delta": {"value": delta, "ci95": [lo, hi]}}
+    method = "newcombe_paired" if paired else "newcombe"
+    return {
+        "base": _rate(kb, nb),
+        "tuned": _rate(kt, nt),
+        "delta": {"value": delta, "ci95": [lo, hi], "method": method},
+    }
+
+
+def _paired(base: ModelEval, tuned: ModelEval) -> bool:
+    """True when the two evaluations answered the same prompts in the same order."""
+    key = [(r.set_name, r.prompt) for r in base.results]
+    return key == [(r.set_name, r.prompt) for r in tuned.results]
 
 
 def _check_comparable(base: ModelEval, tuned: ModelEval) -> None:
@@ -189,9 +257,13 @@ def build_report(
     if judge not in names:
         raise ValueError(f"primary judge {judge!r} not among {names}")
 
+    paired = _paired(base, tuned)
+
     def cmp(field_name: str, label: bool, j: str) -> dict[str, Any]:
-        b, t = base.counts(j, label), tuned.counts(j, label)
-        return _compare(b[field_name], b["n"], t[field_name], t["n"])
+        def outcomes(ev: ModelEval) -> list[bool]:
+            return [bool(getattr(r.verdicts[j], field_name)) for r in ev.rows(harmful=label)]
+
+        return _compare(outcomes(base), outcomes(tuned), paired)
 
     metrics = {
         "harmful_score": cmp("harmful", True, judge),

@@ -17,6 +17,7 @@ from sap_core.config import TrainConfig
 from sap_core.report import ReportThresholds, build_report
 from sap_core.safety_eval import EvalConfig, ModelEval, evaluate_model
 from worker.base_eval_keys import BaseEvalNeed, base_eval_needs, eval_config_from_options
+from worker.stage_progress import StageProgress
 
 FINGERPRINT_TEXT = "safetune adapter fingerprint: the quick brown fox"
 Emit = Callable[..., None]
@@ -31,11 +32,19 @@ def _base_eval(
     base_model: str,
     cache: dict[str, Any],
     emit: Emit,
+    progress: StageProgress,
 ) -> ModelEval:
     if need.key is not None and need.key in cache:
         return ModelEval.from_dict(cache[need.key])
     with model.disable_adapter():
-        result = evaluate_model(model, tokenizer, need.prompt_sets, cfg, model_name=base_model)
+        result = evaluate_model(
+            model,
+            tokenizer,
+            need.prompt_sets,
+            cfg,
+            model_name=base_model,
+            progress=progress.part(f"base:{need.scope}"),
+        )
     if need.key is not None:
         emit("base_eval", key=need.key, scope=need.scope, base_model=base_model, result=result.to_dict())
     return result
@@ -52,6 +61,7 @@ def _compare_sets(
     utility: dict[str, Any],
     thresholds: ReportThresholds,
     emit: Emit,
+    progress: StageProgress,
 ) -> dict[str, Any]:
     base = _base_eval(
         model,
@@ -61,11 +71,27 @@ def _compare_sets(
         base_model=request["base_model"],
         cache=request.get("base_eval_cache") or {},
         emit=emit,
+        progress=progress,
     )
     tuned = evaluate_model(
-        model, tokenizer, need.prompt_sets, cfg, model_name=f"{request['base_model']}+adapter"
+        model,
+        tokenizer,
+        need.prompt_sets,
+        cfg,
+        model_name=f"{request['base_model']}+adapter",
+        progress=progress.part(f"tuned:{need.scope}"),
     )
     return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
+
+
+def _prompts_to_answer(needs: list[BaseEvalNeed], cfg: EvalConfig, request: dict[str, Any]) -> int:
+    """Answers the stage will generate: the tuned model on every set, the base where not cached."""
+    cache = request.get("base_eval_cache") or {}
+    total = 0
+    for need in needs:
+        size = sum(len(ps.subset(cfg.max_prompts).prompts) for ps in need.prompt_sets)
+        total += size if need.key is not None and need.key in cache else 2 * size
+    return total
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -112,16 +138,20 @@ def run_safety_evaluation(
     cfg = eval_config_from_options(options)
     thresholds = ReportThresholds(**(options.get("thresholds") or {}))
     training = {"base_model": request["base_model"], **config.to_dict()}
+    needs = base_eval_needs(
+        request["base_model"], Path(request["model_cache"]), options, request.get("eval_prompts_path")
+    )
+    progress = StageProgress(emit, "evaluating", _prompts_to_answer(needs, cfg, request))
+    progress.begin()
     common: dict[str, Any] = {
         "request": request,
         "training": training,
         "utility": utility,
         "thresholds": thresholds,
         "emit": emit,
+        "progress": progress,
     }
-    shipped, *user = base_eval_needs(
-        request["base_model"], Path(request["model_cache"]), options, request.get("eval_prompts_path")
-    )
+    shipped, *user = needs
     report = _compare_sets(model, tokenizer, shipped, cfg, **common)
     if user:
         report["user_prompt_set"] = _compare_sets(model, tokenizer, user[0], cfg, **common)

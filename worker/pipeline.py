@@ -29,6 +29,7 @@ from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.base_eval_keys import base_eval_needs
 from worker.db_retry import is_transient, with_db_retry
+from worker.eval_device import evaluation_device
 from worker.progress import HeartbeatLost
 from worker.spec_mapping import evaluation_options
 from worker.supervisor import ChildOutcome, supervise_child
@@ -95,6 +96,7 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
         if job.eval_file_id:
             eval_path = job_dir / "eval_prompts.jsonl"
             eval_path.write_bytes(job_runs.load_file_content(session, job.eval_file_id))
+        options = evaluation_options(job.spec, evaluation_device(settings.training_device))
         resume = job_runs.latest_checkpoint_state(session, job_id)
         resume_dir = None
         if resume is not None:
@@ -106,6 +108,9 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             "base_model": job.base_model,
             "model_cache": str(settings.model_cache),
             "device": settings.training_device,
+            # Resolved here, once: the child evaluates with exactly these options, so its base-eval
+            # cache keys are the ones _cached_base_evals looked up.
+            "evaluation": options,
             "spec": job.spec,
             "guard": job.guard,
             "train_path": str(job_dir / "train.jsonl"),
@@ -114,19 +119,21 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             "resume_from": str(resume_dir) if resume_dir else None,
             "checkpoint_dir": str(job_dir / "checkpoints"),
             "output_dir": str(job_dir / "output"),
-            "base_eval_cache": _cached_base_evals(session, job, eval_path),
+            "base_eval_cache": _cached_base_evals(session, job, eval_path, options),
         }
     (job_dir / "request.json").write_text(json.dumps(request))
 
 
-def _cached_base_evals(session: Session, job: Job, eval_path: Path | None) -> dict[str, Any]:
+def _cached_base_evals(
+    session: Session, job: Job, eval_path: Path | None, options: dict[str, Any]
+) -> dict[str, Any]:
     """Only the cache entries this job's child will look up: the shipped sets' entry for this
     model's current content, and the user set's entry of this job's own tenant."""
     try:
         needs = base_eval_needs(
             job.base_model,
             get_settings().model_cache,
-            evaluation_options(job.spec),
+            options,
             str(eval_path) if eval_path else None,
         )
     except ValueError:  # an unreadable prompt set: the child reports it with the job's error

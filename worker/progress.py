@@ -12,11 +12,14 @@ from sqlalchemy.exc import DBAPIError
 from safetune.db import session_scope
 from safetune.models import JobStatus
 from safetune.repositories import job_results, job_runs
+from sap_core.progress import format_seconds
 from worker.db_retry import is_transient
 
 log = logging.getLogger("safetune.worker")
 
 METRIC_EVENTS_PER_JOB = 20
+# A long stage's progress lands on the job row at every heartbeat; as events only every tenth.
+STAGE_PROGRESS_EVENTS = 10
 
 
 class HeartbeatLost(RuntimeError):
@@ -48,6 +51,7 @@ class ProgressWriter:
         self.last_elapsed = 0.0
         self.last_poll = 0.0
         self.last_heartbeat = time.monotonic()
+        self.stage_progress_events = 0
 
     def lease_deadline(self) -> float:
         """time.monotonic() by which a heartbeat must land, or this supervisor gives the job up."""
@@ -55,6 +59,8 @@ class ProgressWriter:
 
     def stage(self, stage: str) -> None:
         status = JobStatus.EVALUATING if stage == "evaluating" else None
+        self.pending.pop("stage_progress", None)  # the old stage's progress must not outlive it
+        self.stage_progress_events = 0
         with session_scope() as session:
             job_runs.set_stage(session, self.job_id, stage, status)
             job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", data={"stage": stage})
@@ -95,6 +101,26 @@ class ProgressWriter:
                     f"step {step}/{total}: loss {_fmt(event.get('loss'))}",
                     data={k: v for k, v in event.items() if k != "event"},
                 )
+
+    def stage_progress(self, event: dict[str, Any]) -> None:
+        """The child's done/total/ETA of a long stage: on the row at the next tick, as an event
+        each time another tenth is done (and at the end)."""
+        done, total = int(event["done"]), int(event["total"])
+        eta = event.get("eta_s")
+        self.pending["stage_progress"] = {"stage": event["stage"], "done": done, "total": total, "eta_s": eta}
+        tenth = STAGE_PROGRESS_EVENTS * done // total if total else STAGE_PROGRESS_EVENTS
+        if tenth <= self.stage_progress_events and done < total:
+            return
+        self.stage_progress_events = max(tenth, self.stage_progress_events + 1)
+        eta_text = "" if eta is None else f", ETA {format_seconds(float(eta))}"
+        with session_scope() as session:
+            job_runs.add_event(
+                session,
+                self.job_id,
+                "stage_progress",
+                f"{event['stage']}: {done}/{total} {event.get('unit', 'prompts')}{eta_text}",
+                data={k: v for k, v in event.items() if k != "event"},
+            )
 
     def _step_tokens(self, event: dict[str, Any]) -> int | None:
         """Tokens of one step, from the child's throughput and the time since its previous step.

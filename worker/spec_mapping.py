@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sap_core.config import AnchorConfig, ConstrainedConfig, EmaConfig, LoraSpec, SapConfig, TrainConfig
+from sap_core.eval_size import default_max_prompts
 
 
 def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
@@ -54,6 +55,14 @@ def train_config_from_spec(spec: dict[str, Any], guard: str) -> TrainConfig:
     )
 
 
-def evaluation_options(spec: dict[str, Any]) -> dict[str, Any]:
-    """Safety-evaluation knobs from the spec (absent = server defaults)."""
-    return dict(spec.get("evaluation") or {})
+def evaluation_options(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    """Safety-evaluation knobs from the spec, with the device's default size when it sets none.
+
+    Args:
+        spec: the job spec.
+        device: ``cpu`` or ``cuda``, where the child evaluates (worker.eval_device).
+    """
+    options = dict(spec.get("evaluation") or {})
+    if options.get("max_prompts") is None:
+        options["max_prompts"] = default_max_prompts(device)
+    return options

@@ -152,6 +152,9 @@ def _handle_event(
         progress.stage(event["stage"])
     elif kind == "plan":
         progress.plan(event)
+    elif kind == "stage_progress":
+        watchdog.progress(step=False)
+        progress.stage_progress(event)
     elif kind == "step":
         watchdog.progress(step=True)
         progress.step(event)

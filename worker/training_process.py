@@ -240,7 +240,10 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
         tokenizer,
         request=request,
         config=config,
-        options=evaluation_options(spec),
+        # The supervisor resolved the options (worker.pipeline); a request without them (written by
+        # hand, or by an older supervisor) gets the default for the device the model is on.
+        options=request.get("evaluation")
+        or evaluation_options(spec, "cuda" if next(peft_model.parameters()).is_cuda else "cpu"),
         screening=screening,
         utility={
             "loss_set": "validation" if val else "training",

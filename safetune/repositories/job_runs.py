@@ -90,7 +90,8 @@ def heartbeat(session: Session, job_id: str, **progress: Any) -> bool:
 
 
 def set_stage(session: Session, job_id: str, stage: str, status: JobStatus | None = None) -> None:
-    values: dict[str, Any] = {"stage": stage, "heartbeat_at": utcnow()}
+    # A new stage starts without progress: the previous stage's done/total no longer describe it.
+    values: dict[str, Any] = {"stage": stage, "stage_progress": None, "heartbeat_at": utcnow()}
     if status is not None:
         values["status"] = status
     session.execute(
@@ -107,7 +108,7 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
     result = session.execute(
         update(Job)
         .where(_active(job_id))
-        .values(status=status, finished_at=utcnow(), stage=None, **values)
+        .values(status=status, finished_at=utcnow(), stage=None, stage_progress=None, **values)
         .execution_options(synchronize_session=False)
     )
     finished = result.rowcount == 1  # type: ignore[attr-defined]
