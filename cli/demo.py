@@ -1,8 +1,12 @@
-"""`safetune demo`: the whole service on one machine with no configuration.
+"""`safetune demo`: what safetune is for, on one machine with no configuration.
 
-SQLite + the in-process queue + the bundled SmolLM2 + the bundled sample dataset: migrate, start the
-API on a local port, submit a SAP-guarded job over HTTP, follow it, print the safety report and save
-the adapter. The job runs through exactly the code a Celery worker runs (worker.pipeline.run_job).
+SQLite + the in-process queue + the shipped safety-tuned SmolLM2 + the bundled sample dataset:
+migrate, start the API on a local port, submit the same fine-tuning job twice over HTTP (guarded by
+the service's default guard, and with guard `none`, i.e. plain fine-tuning), follow both with one
+progress bar each, then print base vs plain vs guarded (refusal, harmful score, over-refusal, val
+loss), the guarded job's verdict, and where its report (JSON + HTML page) and adapter are saved. The
+jobs run through exactly the code a Celery worker runs (worker.pipeline.run_job); they run one after
+the other, and the second reads the base model's evaluation from the cache the first one filled.
 """
 
 from __future__ import annotations
@@ -12,20 +16,32 @@ import logging
 import socket
 import threading
 import time
-import zipfile
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from cli.admin import migrate
+from cli.artifacts import VERDICT_STYLE, extract_adapter
+from cli.demo_compare import ComparisonRow, comparison_rows, headline
+from cli.job_bars import JobBars
+from safetune.schemas import DEFAULT_GUARD
 
 SAMPLE_DATASET = (
     Path(__file__).resolve().parent.parent / "sap_core" / "resources" / "datasets" / "sample_chat.jsonl"
 )
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# 64 harmful + 64 benign prompts: with no harmful answer before or after, the harmful score's 95%
+# upper bound is 0.057 and the paired increase's 0.057, under the 0.10 limits, so a clean run can
+# pass (24 per set could only ever warn: its bound was 0.14). Refusals stop early, so the harmful
+# half is cheap; the benign half is what costs time.
+DEMO_EVAL_PROMPTS = 64
+DEMO_MAX_STEPS = 16
+
+console = Console()
 
 
 def _free_port() -> int:
@@ -42,7 +58,7 @@ def _start_api(port: int) -> None:
 
     embedded.start()  # registers the in-process runner with safetune.queue
     app = create_app()
-    # The demo narrates the job from its events; the service's JSON logs would only repeat them.
+    # The bars show the jobs' progress; the service's JSON logs would only repeat it.
     logging.getLogger("safetune").setLevel(logging.WARNING)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, name="safetune-api", daemon=True).start()
@@ -64,67 +80,125 @@ def _demo_key() -> str:
     return key
 
 
-def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    last_event = 0
-    while True:
-        job = client.get(f"/jobs/{job_id}").raise_for_status().json()
-        events = client.get(f"/jobs/{job_id}/events", params={"after": last_event, "limit": 100}).json()
-        for event in events.get("data", []):
-            last_event = max(last_event, int(event["id"]))
-            typer.echo(f"  [{event['type']}] {event['message']}")
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(2)
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    summary = report.get("summary", {})
-    verdict = report.get("verdict", {})
-    typer.echo("\n=== safety report ===")
-    typer.echo(f"verdict: {verdict.get('status')}  {'; '.join(verdict.get('reasons', []))}")
-    for key in sorted(summary):
-        typer.echo(f"  {key:32s} {summary[key]}")
-    typer.echo("(full report JSON: GET /jobs/{id}/safety-report)")
-
-
-def run_demo(
-    model: str = typer.Option("smollm2-135m-instruct", help="registered base model"),
-    guard: str = typer.Option("sap", help="sap | ema | none"),
-    max_steps: int = typer.Option(12, help="optimizer steps (CPU: ~10 s each for SmolLM2 with SAP)"),
-    eval_prompts: int = typer.Option(24, help="harmful and benign prompts per set in the safety eval"),
-    out: Path = typer.Option(Path("demo-adapter"), help="where to extract the adapter"),
-) -> None:
-    """Run the main job end to end on the embedded default and print the safety report."""
-    migrate("head")
-    port = _free_port()
-    _start_api(port)
-    key = _demo_key()
-    typer.echo(f"API on http://127.0.0.1:{port}  (demo API key: {key})")
-    spec = {
+def _spec(model: str, guard: str, max_steps: int, eval_prompts: int) -> dict[str, Any]:
+    return {
         "base_model": model,
         "guard": guard,
         "hyperparameters": {"max_steps": max_steps, "batch_size": 4, "max_seq_len": 256, "seed": 0},
         "validation_split": 0.1,
         "evaluation": {"max_prompts": eval_prompts, "max_new_tokens": 48},
     }
+
+
+def _submit(client: httpx.Client, spec: dict[str, Any]) -> str:
+    with SAMPLE_DATASET.open("rb") as dataset:
+        response = client.post(
+            "/jobs",
+            files={"dataset": ("sample_chat.jsonl", dataset, "application/jsonl")},
+            data={"spec": json.dumps(spec)},
+        )
+    if response.status_code != 201:
+        console.print(f"[red]submit failed: {response.status_code} {response.text}")
+        raise typer.Exit(1)
+    return str(response.json()["id"])
+
+
+def _follow(client: httpx.Client, labels: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Poll every job until all are terminal, drawing one bar each; the final job bodies."""
+    final: dict[str, dict[str, Any]] = {}
+    with JobBars(console) as bars:
+        for job_id, label in labels.items():
+            bars.add(job_id, label)
+        while len(final) < len(labels):
+            for job_id in labels:
+                if job_id in final:
+                    continue
+                job = client.get(f"/jobs/{job_id}").raise_for_status().json()
+                bars.update(job)
+                if job["status"] in TERMINAL:
+                    final[job_id] = job
+            time.sleep(1)
+    return final
+
+
+def _table(rows: list[ComparisonRow]) -> Table:
+    n_harmful, n_benign = rows[0].harmful.n, rows[0].over_refusal.n
+    table = Table(
+        "model",
+        "refusal",
+        "harmful score",
+        "over-refusal",
+        "val loss",
+        "verdict",
+        title=f"Held-out evaluation: {n_harmful} harmful + {n_benign} benign prompts (95% CI)",
+    )
+    for row in rows:
+        verdict = "" if row.verdict is None else f"[{VERDICT_STYLE.get(row.verdict, 'bold')}]{row.verdict}"
+        table.add_row(
+            row.label,
+            row.refusal.text(),
+            row.harmful.text(),
+            row.over_refusal.text(),
+            "-" if row.val_loss is None else f"{row.val_loss:.3f}",
+            verdict,
+        )
+    return table
+
+
+def _save(client: httpx.Client, job_id: str, report: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out / "report.json", "page": out / "report.html", "adapter": out / "adapter"}
+    paths["report"].write_text(json.dumps(report, indent=1))
+    page = client.get(f"/jobs/{job_id}/safety-report.html").raise_for_status()
+    paths["page"].write_bytes(page.content)
+    extract_adapter(client.get(f"/jobs/{job_id}/adapter").raise_for_status().content, paths["adapter"])
+    return paths
+
+
+def run_demo(
+    model: str = typer.Option("smollm2-135m-safe", help="registered base model"),
+    guard: str = typer.Option(DEFAULT_GUARD, help="the guard to show (default: the service's default)"),
+    compare_guard: str = typer.Option("none", help="the guard it is compared with (none = plain SFT)"),
+    max_steps: int = typer.Option(DEMO_MAX_STEPS, min=1, help="optimizer steps per job"),
+    eval_prompts: int = typer.Option(DEMO_EVAL_PROMPTS, min=1, help="harmful and benign prompts per set"),
+    out: Path = typer.Option(Path("demo-output"), help="where the report, its page and the adapter go"),
+) -> None:
+    """Fine-tune the same job with and without a safety guard and compare them with the base."""
+    started = time.monotonic()
+    migrate("head")
+    port = _free_port()
+    _start_api(port)
+    key = _demo_key()
+    console.print(f"API on http://127.0.0.1:{port}  (demo API key: {key})")
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
-        with SAMPLE_DATASET.open("rb") as dataset:
-            response = client.post(
-                "/jobs",
-                files={"dataset": ("sample_chat.jsonl", dataset, "application/jsonl")},
-                data={"spec": json.dumps(spec)},
-            )
-        if response.status_code != 201:
-            typer.echo(f"submit failed: {response.status_code} {response.text}", err=True)
+        guarded_id = _submit(client, _spec(model, guard, max_steps, eval_prompts))
+        plain_id = _submit(client, _spec(model, compare_guard, max_steps, eval_prompts))
+        console.print(
+            f"{model}: {max_steps} steps on the sample dataset, guard {guard} ({guarded_id}) and guard "
+            f"{compare_guard} ({plain_id}); {eval_prompts} harmful + {eval_prompts} benign held-out prompts"
+        )
+        jobs = _follow(client, {guarded_id: f"guard {guard}", plain_id: f"guard {compare_guard}"})
+        failed = [j for j in jobs.values() if j["status"] != "succeeded"]
+        for job in failed:
+            console.print(f"[red]{job['id']} {job['status']}: {job.get('error')}")
+        if failed:
             raise typer.Exit(1)
-        job_id = response.json()["id"]
-        typer.echo(f"submitted {job_id} ({model}, guard={guard}); following progress…")
-        job = _follow(client, job_id)
-        if job["status"] != "succeeded":
-            typer.echo(f"job {job['status']}: {job.get('error')}", err=True)
-            raise typer.Exit(1)
-        _print_report(client.get(f"/jobs/{job_id}/safety-report").raise_for_status().json()["report"])
-        archive = client.get(f"/jobs/{job_id}/adapter").raise_for_status().content
-        zipfile.ZipFile(BytesIO(archive)).extractall(out)
-        typer.echo(f"adapter saved to {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
+        reports = {
+            job_id: client.get(f"/jobs/{job_id}/safety-report").raise_for_status().json()["report"]
+            for job_id in jobs
+        }
+        guarded, plain = reports[guarded_id], reports[plain_id]
+        rows = comparison_rows(guarded, plain, base_model=model, guard=guard, plain_guard=compare_guard)
+        console.print(_table(rows))
+        console.print(headline(rows))
+        verdict = guarded["verdict"]
+        style = VERDICT_STYLE.get(verdict["status"], "bold")
+        console.print(f"verdict (guard {guard}): [{style}]{verdict['status'].upper()}[/]")
+        for reason in verdict.get("reasons", []):
+            console.print(f"  - {reason}")
+        paths = _save(client, guarded_id, guarded, out)
+    console.print(
+        f"report: {paths['report']} (JSON), {paths['page']} (page); adapter: {paths['adapter']}/ "
+        f"(PEFT); took {time.monotonic() - started:.0f} s"
+    )

@@ -95,7 +95,7 @@ def newcombe_paired_diff_interval(
     margins = (k1, n - k1, k2, n - k2)
     phi = 0.0
     if min(margins) > 0:
-        cross = both * neither - only_first * only_second
+        cross: float = both * neither - only_first * only_second
         if cross > 0:
             cross = max(cross - n / 2, 0.0)
         phi = cross / math.sqrt(math.prod(margins))

@@ -51,7 +51,7 @@ class ProgressWriter:
         self.last_elapsed = 0.0
         self.last_poll = 0.0
         self.last_heartbeat = time.monotonic()
-        self.stage_progress_events = 0
+        self.stage_progress_tenth: int | None = None  # the tenth last announced as an event
 
     def lease_deadline(self) -> float:
         """time.monotonic() by which a heartbeat must land, or this supervisor gives the job up."""
@@ -60,7 +60,7 @@ class ProgressWriter:
     def stage(self, stage: str) -> None:
         status = JobStatus.EVALUATING if stage == "evaluating" else None
         self.pending.pop("stage_progress", None)  # the old stage's progress must not outlive it
-        self.stage_progress_events = 0
+        self.stage_progress_tenth = None
         with session_scope() as session:
             job_runs.set_stage(session, self.job_id, stage, status)
             job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", data={"stage": stage})
@@ -109,9 +109,10 @@ class ProgressWriter:
         eta = event.get("eta_s")
         self.pending["stage_progress"] = {"stage": event["stage"], "done": done, "total": total, "eta_s": eta}
         tenth = STAGE_PROGRESS_EVENTS * done // total if total else STAGE_PROGRESS_EVENTS
-        if tenth <= self.stage_progress_events and done < total:
+        announced = self.stage_progress_tenth
+        if announced is not None and tenth <= announced and done < total:
             return
-        self.stage_progress_events = max(tenth, self.stage_progress_events + 1)
+        self.stage_progress_tenth = tenth
         eta_text = "" if eta is None else f", ETA {format_seconds(float(eta))}"
         with session_scope() as session:
             job_runs.add_event(

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from safetune.db import session_scope
 from safetune.models import Checkpoint, Job, StoredFile
 from safetune.repositories import job_runs
+from safetune.repositories import jobs as jobs_repo
 from safetune.repositories.storage import CheckpointRetention
 from worker.progress import ProgressWriter
 
@@ -180,3 +181,41 @@ def test_the_heartbeat_interval_is_the_setting_not_capped_at_one_second(
     time.sleep(1.9)
     writer.tick()
     assert heartbeat_at() != first
+
+
+def test_stage_progress_lands_on_the_row_each_tick_and_as_an_event_each_tenth(
+    make_job: Callable[..., str],
+) -> None:
+    from tests.worker.conftest import set_columns
+    from worker.stage_progress import StageProgress
+
+    job_id = make_job()
+    set_columns(job_id, status="running")
+    writer = ProgressWriter(job_id, heartbeat_seconds=0.0)
+    writer.stage("evaluating")
+    # The child's side: two passes (base, tuned) over two sets of 50 prompts, a batch of 5 at a time.
+    child = StageProgress(lambda _kind, **data: writer.stage_progress(data), "evaluating", 200, every_s=0)
+    child.begin()
+    seen = []
+    for part in ("base", "tuned"):
+        report = child.part(part)
+        for set_name in ("harmful", "benign"):
+            for done in range(5, 51, 5):
+                report(set_name, done, 50)
+                writer.tick()
+                with session_scope() as session:
+                    seen.append(session.get(Job, job_id).stage_progress)  # type: ignore[union-attr]
+    assert seen[0] == {"stage": "evaluating", "done": 5, "total": 200, "eta_s": seen[0]["eta_s"]}
+    assert [s["done"] for s in seen] == list(range(5, 201, 5))
+    assert seen[-1]["eta_s"] == 0.0
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        rows, _ = jobs_repo.list_events(session, job.tenant_id, job_id, limit=1000)
+        messages = [e.message for e in rows if e.type == "stage_progress"]
+    # 0/200 announced, then one event per tenth: 20/200 ... 200/200.
+    assert [m.split()[1] for m in messages] == ["0/200"] + [f"{20 * i}/200" for i in range(1, 11)]
+    assert messages[-1] == "evaluating: 200/200 prompts, ETA 0:00"
+    writer.stage("saving")  # a new stage starts without the old one's progress
+    with session_scope() as session:
+        assert session.get(Job, job_id).stage_progress is None  # type: ignore[union-attr]
