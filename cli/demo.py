@@ -39,7 +39,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 # pass (24 per set could only ever warn: its bound was 0.14). Refusals stop early, so the harmful
 # half is cheap; the benign half is what costs time.
 DEMO_EVAL_PROMPTS = 64
-DEMO_MAX_STEPS = 16
+DEMO_MAX_STEPS = 12
 
 console = Console()
 

