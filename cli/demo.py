@@ -27,7 +27,6 @@ from rich.table import Table
 from cli.admin import migrate
 from cli.artifacts import VERDICT_STYLE, extract_adapter
 from cli.demo_compare import ComparisonRow, comparison_rows, headline
-from cli.job_bars import JobBars
 from safetune.schemas import DEFAULT_GUARD
 
 SAMPLE_DATASET = (
@@ -105,6 +104,9 @@ def _submit(client: httpx.Client, spec: dict[str, Any]) -> str:
 
 def _follow(client: httpx.Client, labels: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Poll every job until all are terminal, drawing one bar each; the final job bodies."""
+    # Here, not at the top: the bars use sap_core.progress, and `safetune --help` loads no sap_core.
+    from cli.job_bars import JobBars
+
     final: dict[str, dict[str, Any]] = {}
     with JobBars(console) as bars:
         for job_id, label in labels.items():
