@@ -258,7 +258,7 @@ def write_request(job_dir: Path, request: ChildRequest) -> None:
 
 def read_request(job_dir: Path) -> ChildRequest:
     try:
-        data = json.loads((job_dir / REQUEST_FILE).read_text())
+        data = finite_json.loads((job_dir / REQUEST_FILE).read_text())
     except ValueError as exc:
         raise ProtocolError(f"{REQUEST_FILE} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
