@@ -17,9 +17,10 @@ from sap_core.config import TrainConfig
 from sap_core.report import ReportThresholds, build_report
 from sap_core.safety_eval import EvalConfig, ModelEval, evaluate_model
 from worker.base_eval_keys import BaseEvalNeed, base_eval_needs, eval_config_from_options
+from worker.child_protocol import BaseEvalEvent, ChildRequest, Event
 
 FINGERPRINT_TEXT = "safetune adapter fingerprint: the quick brown fox"
-Emit = Callable[..., None]
+Emit = Callable[[Event], None]
 
 
 def _base_eval(
@@ -37,7 +38,7 @@ def _base_eval(
     with model.disable_adapter():
         result = evaluate_model(model, tokenizer, need.prompt_sets, cfg, model_name=base_model)
     if need.key is not None:
-        emit("base_eval", key=need.key, scope=need.scope, base_model=base_model, result=result.to_dict())
+        emit(BaseEvalEvent(key=need.key, scope=need.scope, base_model=base_model, result=result.to_dict()))
     return result
 
 
@@ -47,7 +48,7 @@ def _compare_sets(
     need: BaseEvalNeed,
     cfg: EvalConfig,
     *,
-    request: dict[str, Any],
+    request: ChildRequest,
     training: dict[str, Any],
     utility: dict[str, Any],
     thresholds: ReportThresholds,
@@ -58,12 +59,12 @@ def _compare_sets(
         tokenizer,
         need,
         cfg,
-        base_model=request["base_model"],
-        cache=request.get("base_eval_cache") or {},
+        base_model=request.base_model,
+        cache=request.base_eval_cache,
         emit=emit,
     )
     tuned = evaluate_model(
-        model, tokenizer, need.prompt_sets, cfg, model_name=f"{request['base_model']}+adapter"
+        model, tokenizer, need.prompt_sets, cfg, model_name=f"{request.base_model}+adapter"
     )
     return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
 
@@ -101,7 +102,7 @@ def run_safety_evaluation(
     model: Any,
     tokenizer: Any,
     *,
-    request: dict[str, Any],
+    request: ChildRequest,
     config: TrainConfig,
     options: dict[str, Any],
     utility: dict[str, Any],
@@ -111,7 +112,7 @@ def run_safety_evaluation(
     """Evaluate base vs fine-tuned on the shipped held-out sets (and the user's set, reported apart)."""
     cfg = eval_config_from_options(options)
     thresholds = ReportThresholds(**(options.get("thresholds") or {}))
-    training = {"base_model": request["base_model"], **config.to_dict()}
+    training = {"base_model": request.base_model, **config.to_dict()}
     common: dict[str, Any] = {
         "request": request,
         "training": training,
@@ -120,7 +121,7 @@ def run_safety_evaluation(
         "emit": emit,
     }
     shipped, *user = base_eval_needs(
-        request["base_model"], Path(request["model_cache"]), options, request.get("eval_prompts_path")
+        request.base_model, Path(request.model_cache), options, request.eval_prompts_path
     )
     report = _compare_sets(model, tokenizer, shipped, cfg, **common)
     if user:

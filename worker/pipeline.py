@@ -8,7 +8,6 @@ all of its memory, a crash in training cannot take the Celery worker down, and a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ from safetune.repositories import job_queue, job_runs, storage
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.base_eval_keys import base_eval_needs
+from worker.child_protocol import ChildRequest, ErrorEvent, write_request
 from worker.db_retry import is_transient, with_db_retry
 from worker.progress import HeartbeatLost
 from worker.spec_mapping import evaluation_options
@@ -101,22 +101,22 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             resume_dir = job_dir / "resume"
             unzip_to(resume[1], resume_dir)
             job_runs.add_event(session, job_id, "resumed", f"resuming from checkpoint at step {resume[0]}")
-        request = {
-            "job_id": job_id,
-            "base_model": job.base_model,
-            "model_cache": str(settings.model_cache),
-            "device": settings.training_device,
-            "spec": job.spec,
-            "guard": job.guard,
-            "train_path": str(job_dir / "train.jsonl"),
-            "val_path": str(val_path) if val_path else None,
-            "eval_prompts_path": str(eval_path) if eval_path else None,
-            "resume_from": str(resume_dir) if resume_dir else None,
-            "checkpoint_dir": str(job_dir / "checkpoints"),
-            "output_dir": str(job_dir / "output"),
-            "base_eval_cache": _cached_base_evals(session, job, eval_path),
-        }
-    (job_dir / "request.json").write_text(json.dumps(request))
+        request = ChildRequest(
+            job_id=job_id,
+            base_model=job.base_model,
+            model_cache=str(settings.model_cache),
+            device=settings.training_device,
+            spec=job.spec,
+            guard=job.guard,
+            train_path=str(job_dir / "train.jsonl"),
+            val_path=str(val_path) if val_path else None,
+            eval_prompts_path=str(eval_path) if eval_path else None,
+            resume_from=str(resume_dir) if resume_dir else None,
+            checkpoint_dir=str(job_dir / "checkpoints"),
+            output_dir=str(job_dir / "output"),
+            base_eval_cache=_cached_base_evals(session, job, eval_path),
+        )
+    write_request(job_dir, request)
 
 
 def _cached_base_evals(session: Session, job: Job, eval_path: Path | None) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             if job_runs.requeue(session, job_id, reason):
                 on_commit(session, lambda: enqueue_training(job_id))
         elif outcome.done is not None:
-            report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
+            report = finite_json.loads(Path(outcome.done.report_path).read_text())
             verdict = (report.get("verdict") or {}).get("status")
             if verdict not in VERDICTS:
                 # Never publish a made-up verdict: a "warn" nobody computed reads as a real result.
@@ -173,7 +173,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                     f"the safety report has no valid verdict (got {verdict!r}); no result was stored",
                 )
                 return
-            adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
+            adapter_zip = zip_adapter(Path(outcome.done.adapter_dir))
             summary = report.get("summary", {})
             job_runs.mark_succeeded(
                 session,
@@ -201,10 +201,9 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             return
 
 
-def _child_failure(error: dict[str, Any]) -> tuple[ErrorCode, str]:
+def _child_failure(error: ErrorEvent) -> tuple[ErrorCode, str]:
     """The child's error event as (code, message); a code we do not know is kept in the message."""
-    message = str(error.get("message", "training failed"))
-    code = ErrorCode.for_job_failure(error.get("code"))
+    code = ErrorCode.for_job_failure(error.code)
     if code is None:
-        return ErrorCode.TRAINING_FAILED, f"{message} (unknown error code {error.get('code')!r})"
-    return code, message
+        return ErrorCode.TRAINING_FAILED, f"{error.message} (unknown error code {error.code!r})"
+    return code, error.message

@@ -7,7 +7,6 @@ folder in a temporary model cache); the last one runs real training children on 
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from safetune.repositories import job_runs
 from tests.worker.conftest import set_columns
 from tests.worker.test_supervisor import load, run, spec
 from worker.base_eval_keys import base_eval_needs
+from worker.child_protocol import read_request
 from worker.pipeline import _prepare_inputs
 
 MODEL = "tiny-random-llama"
@@ -68,8 +68,7 @@ def with_eval_file(job_id: str) -> None:
 def request_cache(job_id: str, tmp_path: Path) -> dict[str, Any]:
     job_dir = tmp_path / "prepared" / job_id
     _prepare_inputs(job_id, job_dir)
-    cache: dict[str, Any] = json.loads((job_dir / "request.json").read_text())["base_eval_cache"]
-    return cache
+    return read_request(job_dir).base_eval_cache
 
 
 def keys_for(cache: Path, eval_prompts: Path | None, options: dict[str, Any]) -> list[str | None]:

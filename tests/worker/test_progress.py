@@ -15,28 +15,28 @@ from safetune.db import session_scope
 from safetune.models import Checkpoint, Job, StoredFile
 from safetune.repositories import job_runs
 from safetune.repositories.storage import CheckpointRetention
+from worker.child_protocol import EvalEvent, PlanEvent, StepEvent
 from worker.progress import ProgressWriter
 
 KEEP_MANY = CheckpointRetention(keep_last=100, keep_best=True)
 
 
-def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> dict[str, object]:
-    return {
-        "event": "step",
-        "step": n,
-        "total_steps": 3,
-        "loss": loss,
-        "lr": 1e-4 * n,
-        "tokens_per_second": tokens_per_second,
-        "elapsed_seconds": elapsed,
-    }
+def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> StepEvent:
+    return StepEvent(
+        step=n,
+        total_steps=3,
+        loss=loss,
+        lr=1e-4 * n,
+        tokens_per_second=tokens_per_second,
+        elapsed_seconds=elapsed,
+    )
 
 
-def run_attempt(job_id: str, events: list[dict[str, object]]) -> None:
+def run_attempt(job_id: str, events: list[StepEvent | EvalEvent]) -> None:
     writer = ProgressWriter(job_id, heartbeat_seconds=0.0)
-    writer.plan({"total_steps": 3, "num_examples": 8})
+    writer.plan(PlanEvent(total_steps=3, num_examples=8, world_size=1))
     for event in events:
-        if event["event"] == "eval":
+        if isinstance(event, EvalEvent):
             writer.validation(event)
         else:
             writer.step(event)
@@ -83,7 +83,7 @@ def test_success_stores_the_metrics_csv_trained_tokens_and_the_final_checkpoint(
         job_id,
         [
             step(1, 2.0, tokens_per_second=100.0, elapsed=2.0),  # 200 tokens in 2 s
-            {"event": "eval", "step": 2, "val_loss": 1.75},
+            EvalEvent(step=2, val_loss=1.75),
             step(2, 1.5, tokens_per_second=50.0, elapsed=3.0),  # 50 in the next 1 s
             step(3, 1.25, tokens_per_second=10.0, elapsed=3.5),  # 5 in 0.5 s
         ],
