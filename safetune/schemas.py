@@ -62,7 +62,7 @@ class Guard(StrEnum):
 
 # The guard new jobs get: the one bench/safety_frontier.py shows best at matched utility
 # (sap_core.config.DEFAULT_GUARD; a test keeps the two equal).
-DEFAULT_GUARD = "sap"
+DEFAULT_GUARD = "anchor"
 GUARD_DESCRIPTION = (
     "none | sap | ema | anchor | constrained, or several joined by '+' (e.g. 'anchor+constrained'), "
     "or a list of names"
