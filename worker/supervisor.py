@@ -134,6 +134,10 @@ def _relay(
                 # Ask politely (the child checks for this file between steps), then insist.
                 (job_dir / child_lifecycle.STOP_FILE).write_text(reason)
                 give_up_at = time.monotonic() + KILL_GRACE_SECONDS
+        elif outcome.stop_reason in ("cancel", "shutdown") and not progress.tick()[0]:
+            # While the child checkpoints and exits the job is still ours: the heartbeat goes on, or
+            # the reaper would take the stopping job for a dead one and requeue it under us.
+            outcome.stop_reason = "lost"
         if outcome.stop_reason == "lost":
             return outcome  # someone else owns the job now: write nothing more
         if outcome.stop_reason == "abort":
