@@ -41,6 +41,10 @@ def start() -> None:
     with _lock:
         if _started:
             return
+        # Fail closed like a Celery worker does at start-up (worker.signals): a bad entry stops here.
+        from worker.job_model import check_registered_models
+
+        check_registered_models()
         threading.Thread(target=_run_forever, name="safetune-embedded-worker", daemon=True).start()
         settings = get_settings()
         start_background_reaper(max(5.0, settings.heartbeat_seconds * 2))

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from safetune.config import get_settings
 from safetune.db import reset_engine
 from worker import shutdown
 from worker.reaper import start_background_reaper
 from worker.webhook_dispatcher import start_dispatcher
+
+
+@worker_init.connect
+def _check_registered_models(**_: Any) -> None:
+    # Fail closed before taking jobs: a models-file entry that cannot train stops the worker here,
+    # with a message naming the entry and field, instead of failing every job that names it.
+    from worker.job_model import check_registered_models  # loads transformers; only in the worker
+
+    check_registered_models()
 
 
 @worker_process_init.connect
