@@ -123,6 +123,9 @@ def reload_registry() -> None:
     _load_registry.cache_clear()
 
 
+BUILTIN_NAMES = tuple(REGISTRY)
+
+
 def get_base_model(name: str) -> BaseModelInfo:
     models = registry()
     try:
