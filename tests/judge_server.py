@@ -44,8 +44,18 @@ def judge_server(model: str = "guard-test") -> Iterator[JudgeServer]:
             if self.path != "/v1/chat/completions" or body.get("model") != model:
                 status, text = 404, "no such model"
             payload = (
-                {"id": "c1", "object": "chat.completion", "model": model,
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
                 if status == 200
                 else {"error": {"message": text}}
             )

@@ -95,7 +95,9 @@ def test_registered_models_train_through_the_worker_and_their_adapters_load_with
         sdk.fine_tuning.jobs.create(model="mistral-7b", training_file=uploaded.id)
     assert unknown.value.code == "base_model_unknown" and "llama-zephyr, qwen2-inst" in str(unknown.value)
     jobs = {
-        name: sdk.fine_tuning.jobs.create(model=name, training_file=uploaded.id, extra_body={"safety": SAFETY}).id
+        name: sdk.fine_tuning.jobs.create(
+            model=name, training_file=uploaded.id, extra_body={"safety": SAFETY}
+        ).id
         for name in MODELS
     }
     for name, job_id in jobs.items():
@@ -124,9 +126,12 @@ def _check_report_and_adapter(rest: httpx.Client, name: str, job_id: str, root: 
     download = rest.get(f"/jobs/{job_id}/adapter")
     assert download.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(download.content))
-    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja"} <= set(
-        archive.namelist()
-    )
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+    } <= set(archive.namelist())
     folder = tmp_path / job_id
     archive.extractall(folder)
     assert (folder / "chat_template.jinja").read_text() == MODELS[name]
@@ -147,3 +152,18 @@ def _check_report_and_adapter(rest: httpx.Client, name: str, job_id: str, root: 
             base_logits = tuned(**ids).logits[0, -1]
     assert torch.allclose(logits[:16], torch.tensor(fingerprint["last_logits_head"]), atol=1e-4)
     assert not torch.allclose(base_logits[:16], logits[:16], atol=1e-6), "adapter had no effect"
+
+
+def test_the_worker_refuses_to_start_on_an_entry_that_fails_the_heavy_checks(
+    start_worker: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Passes the API's cheap checks (files, architecture, positions) but its template has no
+    # generation prompt, which only rendering finds: the worker must not take jobs with it.
+    save_random_model(tmp_path / "m", "llama")
+    (tmp_path / "no-gen.jinja").write_text(ZEPHYR_TEMPLATE.split("{% if add_generation_prompt %}")[0])
+    entry = {"name": "no-gen", "path": "m", "chat_template": "no-gen.jinja", "max_seq_len": 256}
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [entry]}))
+    with pytest.raises(RuntimeError, match="worker exited early") as refused:
+        start_worker("bad-models", SAFETUNE_MODELS_FILE=str(tmp_path / "models.yaml"))
+    assert "entry 'no-gen' field 'chat_template'" in str(refused.value)
+    assert "generation prompt" in str(refused.value)

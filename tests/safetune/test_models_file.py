@@ -14,7 +14,11 @@ from safetune.config import get_settings
 from safetune.errors import SafetuneError
 from safetune.models_file import ModelEntry, ModelsFileError, add_entry, parse_models_file
 
-LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "max_position_embeddings": 1024}
+LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 1024,
+}
 
 
 def fake_folder(root: Path, config: dict[str, object] | None = None, weights: bool = True) -> Path:
@@ -59,11 +63,16 @@ def _load(path: Path) -> None:
     _load_registry(path)
 
 
-def test_a_good_entry_joins_the_built_ins_with_its_layers_and_template(tmp_path: Path, use_models_file) -> None:
+def test_a_good_entry_joins_the_built_ins_with_its_layers_and_template(
+    tmp_path: Path, use_models_file
+) -> None:
     fake_folder(tmp_path / "m")
     (tmp_path / "t.jinja").write_text("{{ messages }}")
     use_models_file(
-        write_file(tmp_path / "models.yaml", {"name": "my-llama", "path": "m", "chat_template": "t.jinja", "max_seq_len": 512})
+        write_file(
+            tmp_path / "models.yaml",
+            {"name": "my-llama", "path": "m", "chat_template": "t.jinja", "max_seq_len": 512},
+        )
     )
     models = registry()
     assert list(models)[: len(BUILTIN_NAMES)] == list(BUILTIN_NAMES)
@@ -116,7 +125,9 @@ def test_a_folder_that_cannot_train_fails_on_path(tmp_path: Path, config, weight
 def test_the_api_refuses_to_start_on_a_bad_models_file(tmp_path: Path, use_models_file) -> None:
     from api.main import create_app
 
-    use_models_file(write_file(tmp_path / "models.yaml", {"name": "gone", "path": "nowhere", "max_seq_len": 64}))
+    use_models_file(
+        write_file(tmp_path / "models.yaml", {"name": "gone", "path": "nowhere", "max_seq_len": 64})
+    )
     with pytest.raises(ModelsFileError, match="entry 'gone' field 'path'"):
         create_app()
 

@@ -53,7 +53,10 @@ def test_the_judge_is_part_of_the_base_evaluation_cache_key() -> None:
         llm = LlmJudgeConfig("http://127.0.0.1:1/v1", model, format=fmt)
         return EvalConfig(judges=(*bundled.judges, "llm_judge"), primary_judge="llm_judge", llm_judge=llm)
 
-    keys = {cache_key("m@sha256:1", sets, cfg) for cfg in (bundled, with_judge("a"), with_judge("b"), with_judge("a", "rubric"))}
+    keys = {
+        cache_key("m@sha256:1", sets, cfg)
+        for cfg in (bundled, with_judge("a"), with_judge("b"), with_judge("a", "rubric"))
+    }
     assert len(keys) == 4
     with pytest.raises(ValueError, match="llm_judge"):
         EvalConfig(judges=("llm_judge",), primary_judge="llm_judge")

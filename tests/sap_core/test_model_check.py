@@ -49,7 +49,10 @@ def test_a_tokenizer_without_a_template_cannot_be_registered_as_tokenizer(llama)
         ("{% for m in messages %}{{ m['content'] ", "does not render"),
         ("{{ raise_exception('no chat here') }}", "no chat here"),
         # Drops the assistant's turns: the conversation it renders is not the one trained on.
-        ("{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}", "lacks"),
+        (
+            "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}",
+            "lacks",
+        ),
         # No generation prompt: the model would be asked to continue the user's turn.
         (BUILTIN_TEMPLATES["chatml"].split("{% if add_generation_prompt %}")[0], "generation prompt"),
     ],
@@ -77,7 +80,9 @@ def test_folder_problems_fail_on_path_or_max_seq_len(llama, tmp_path) -> None:
     for f in llama.iterdir():
         (odd / f.name).write_bytes(f.read_bytes())
     config = json.loads((odd / "config.json").read_text())
-    (odd / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForSequenceClassification"]}))
+    (odd / "config.json").write_text(
+        json.dumps({**config, "architectures": ["LlamaForSequenceClassification"]})
+    )
     error = failed(ModelCheckSpec(odd, 64, "chatml"))
     assert error.field == "path" and "not a causal LM" in str(error)
     (odd / "model.safetensors").unlink()
