@@ -97,7 +97,7 @@ def add_model(
     """Check the folder (cheap and heavy checks) and append the entry to SAFETUNE_MODELS_FILE."""
     from pydantic import ValidationError
 
-    from safetune.base_models import file_model_info, reload_registry
+    from safetune.base_models import BUILTIN_NAMES, file_model_info, reload_registry
     from safetune.config import get_settings
     from safetune.models_file import ModelEntry, ModelsFileError, add_entry
     from sap_core.model_check import ModelCheckFailed, ModelCheckSpec, check_model
@@ -105,7 +105,8 @@ def add_model(
     models_file = get_settings().models_file
     if models_file is None:
         fail("set SAFETUNE_MODELS_FILE to the YAML file to write")
-    known = set(_registry())
+    # The first `add` creates the file; elsewhere a configured but missing file fails closed.
+    known = set(_registry()) if models_file.is_file() else set(BUILTIN_NAMES)
     if name in known:
         fail(f"{name!r} is already registered")
     try:

@@ -35,7 +35,9 @@ def test_add_checks_then_writes_and_list_and_check_see_it(tmp_path: Path, models
     added = runner.invoke(app, ["models", "add", "qwen-small", "--path", str(qwen), "--max-seq-len", "512"])
     assert added.exit_code == 0, added.output
     # The tokenizer has no template of its own: refused, and the file is left as it was.
-    refused = runner.invoke(app, ["models", "add", "llama-small", "--path", str(llama)])
+    refused = runner.invoke(
+        app, ["models", "add", "llama-small", "--path", str(llama), "--max-seq-len", "256"]
+    )
     assert refused.exit_code == 1
     assert "entry 'llama-small' field 'chat_template'" in refused.stderr
     fixed = runner.invoke(
