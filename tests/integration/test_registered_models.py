@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,7 +157,7 @@ def _check_report_and_adapter(rest: httpx.Client, name: str, job_id: str, root: 
 
 
 def test_the_worker_refuses_to_start_on_an_entry_that_fails_the_heavy_checks(
-    start_worker: Callable[..., Any], tmp_path: Path
+    worker_env: dict[str, str], tmp_path: Path
 ) -> None:
     # Passes the API's cheap checks (files, architecture, positions) but its template has no
     # generation prompt, which only rendering finds: the worker must not take jobs with it.
@@ -163,7 +165,21 @@ def test_the_worker_refuses_to_start_on_an_entry_that_fails_the_heavy_checks(
     (tmp_path / "no-gen.jinja").write_text(ZEPHYR_TEMPLATE.split("{% if add_generation_prompt %}")[0])
     entry = {"name": "no-gen", "path": "m", "chat_template": "no-gen.jinja", "max_seq_len": 256}
     (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [entry]}))
-    with pytest.raises(RuntimeError, match="worker exited early") as refused:
-        start_worker("bad-models", SAFETUNE_MODELS_FILE=str(tmp_path / "models.yaml"))
-    assert "entry 'no-gen' field 'chat_template'" in str(refused.value)
-    assert "generation prompt" in str(refused.value)
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--concurrency=1",
+        "-Q",
+        "training",
+    ]
+    env = {**worker_env, "SAFETUNE_MODELS_FILE": str(tmp_path / "models.yaml")}
+    refused = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert refused.returncode == 78, refused.stderr[-3000:]
+    assert "refuses to start: models file: entry 'no-gen' field 'chat_template'" in refused.stderr
+    assert "generation prompt" in refused.stderr and "ready." not in refused.stderr + refused.stdout
