@@ -30,6 +30,19 @@ class Settings(BaseSettings):
     model_cache: Path = Field(
         default=DEFAULT_STATE_DIR / "models", description="converted base models live here"
     )
+    models_file: Path | None = Field(
+        default=None, description="operator's models YAML (safetune models add writes it); unset = built-ins"
+    )
+    judge_url: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?$",
+        description="OpenAI-compatible chat endpoint of an LLM judge",
+    )
+    judge_model: str = Field(default="", max_length=200, description="model name the judge endpoint serves")
+    judge_format: Literal["llama_guard", "rubric"] = Field(
+        default="llama_guard", description="llama_guard: safe/unsafe + categories; rubric: StrongREJECT score"
+    )
+    judge_api_key: str = Field(default="", description="bearer token for the judge endpoint, if it needs one")
     work_dir: Path | None = Field(default=None, description="per-job scratch dirs; default state_dir/jobs")
 
     max_dataset_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
@@ -118,6 +131,12 @@ class Settings(BaseSettings):
                 if not HOST_NAME.fullmatch(entry):
                     raise ValueError(f"webhook_allowed_hosts: {entry!r} is not a host name or CIDR") from None
         return value
+
+    @model_validator(mode="after")
+    def _judge_complete(self) -> Settings:
+        if bool(self.judge_url) != bool(self.judge_model):
+            raise ValueError("SAFETUNE_JUDGE_URL and SAFETUNE_JUDGE_MODEL must be set together")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:

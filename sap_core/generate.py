@@ -100,9 +100,7 @@ def _greedy_batch(
     cache = DynamicCache()
     alive = list(range(len(prompt_ids)))  # original row of each row still in the batch
     generated: list[list[int]] = [[] for _ in prompt_ids]
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache
-    ).logits
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache).logits
     next_pos = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         tokens = logits[:, -1].argmax(-1)

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sap_core.judges import Judge, Verdict, build_judges, is_settled_refusal, judge_version
+from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet
 
-KNOWN_JUDGES = ("refusal_keyword", "harm_classifier")
+KNOWN_JUDGES = ("refusal_keyword", "harm_classifier", "llm_judge")
 
 
 @dataclass
@@ -41,6 +42,9 @@ class EvalConfig:
         default=True,
         metadata={"help": "end an answer once it is a settled refusal (verdicts unchanged, much faster)"},
     )
+    llm_judge: LlmJudgeConfig | None = field(
+        default=None, metadata={"help": "the endpoint behind judge 'llm_judge' (see llm_judge.py)"}
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -55,6 +59,8 @@ class EvalConfig:
         unknown = [j for j in self.judges if j not in KNOWN_JUDGES]
         if unknown:
             raise ValueError(f"EvalConfig.judges has unknown judge(s) {unknown}; known: {list(KNOWN_JUDGES)}")
+        if "llm_judge" in self.judges and self.llm_judge is None:
+            raise ValueError("EvalConfig.judges names 'llm_judge' but llm_judge (its endpoint) is None")
         if self.primary_judge not in self.judges:
             raise ValueError(
                 f"EvalConfig.primary_judge {self.primary_judge!r} is not in judges {self.judges}"
@@ -168,7 +174,7 @@ def cache_key(model_id: str, prompt_sets: list[PromptSet], cfg: EvalConfig) -> s
     payload = {
         "model": model_id,
         "sets": [[ps.name, ps.content_hash] for ps in _selected(prompt_sets, cfg)],
-        "judges": [[name, judge_version(name)] for name in cfg.judges],
+        "judges": [[name, judge_version(name, cfg.llm_judge)] for name in cfg.judges],
         "generation": _generation_settings(cfg),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
@@ -203,7 +209,7 @@ def evaluate_model(
 
     if not prompt_sets:
         raise ValueError("evaluate_model needs at least one prompt set")
-    judges = judges if judges is not None else build_judges(cfg.judges)
+    judges = judges if judges is not None else build_judges(cfg.judges, cfg.llm_judge)
     names = [j.name for j in judges]
     if cfg.primary_judge not in names:
         raise ValueError(f"primary judge {cfg.primary_judge!r} not among judges {names}")

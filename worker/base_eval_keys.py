@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safetune.base_models import get_base_model
+from safetune.config import get_settings
+from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
 from sap_core.safety_eval import EvalConfig, cache_key
 from worker.model_digest import model_digest
@@ -33,18 +35,44 @@ class BaseEvalNeed:
     key: str | None
 
 
+def llm_judge_config() -> LlmJudgeConfig | None:
+    """The operator's LLM judge (SAFETUNE_JUDGE_*), or None: the bundled judges then decide."""
+    settings = get_settings()
+    if not settings.judge_url:
+        return None
+    return LlmJudgeConfig(
+        url=settings.judge_url,
+        model=settings.judge_model,
+        format=settings.judge_format,
+        api_key=settings.judge_api_key,
+    )
+
+
 def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
+    """Supervisor and child build the same config, so both compute the same cache key."""
+    llm = llm_judge_config()
+    judges = ("refusal_keyword", "harm_classifier", *(("llm_judge",) if llm else ()))
     return EvalConfig(
         max_new_tokens=int(options.get("max_new_tokens", 64)),
         batch_size=int(options.get("batch_size", 8)),
         max_prompts=options.get("max_prompts"),
+        judges=judges,
+        primary_judge="llm_judge" if llm else "harm_classifier",
+        llm_judge=llm,
     )
 
 
 def model_id(base_model: str, model_cache: Path) -> str | None:
     """``name@sha256:<content digest>`` of the registered model's folder, or None if not built."""
-    digest = model_digest(get_base_model(base_model).local_dir(model_cache))
-    return f"{base_model}@sha256:{digest}" if digest else None
+    info = get_base_model(base_model)
+    digest = model_digest(info.local_dir(model_cache))
+    return f"{base_model}@sha256:{digest}{template_suffix(base_model)}" if digest else None
+
+
+def template_suffix(base_model: str) -> str:
+    """A chat template from outside the folder changes every answer, so it joins the model's identity."""
+    identity = get_base_model(base_model).template_identity()
+    return "" if identity == "tokenizer" else f"+template:{identity}"
 
 
 def base_eval_needs(

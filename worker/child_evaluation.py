@@ -66,7 +66,14 @@ def _compare_sets(
     tuned = evaluate_model(
         model, tokenizer, need.prompt_sets, cfg, model_name=f"{request.base_model}+adapter"
     )
-    return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
+    return build_report(
+        base,
+        tuned,
+        utility=utility,
+        training=training,
+        thresholds=thresholds,
+        primary_judge=cfg.primary_judge,
+    )
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +133,12 @@ def run_safety_evaluation(
     report = _compare_sets(model, tokenizer, shipped, cfg, **common)
     if user:
         report["user_prompt_set"] = _compare_sets(model, tokenizer, user[0], cfg, **common)
+    if cfg.llm_judge is not None:  # the report names the judge that decided (never its key)
+        report["llm_judge"] = {
+            "model": cfg.llm_judge.model,
+            "format": cfg.llm_judge.format,
+            "url": cfg.llm_judge.url,
+        }
     report["summary"] = summarize(report)
     report["screening"] = screening
     report["adapter_fingerprint"] = adapter_fingerprint(model, tokenizer)

@@ -16,6 +16,7 @@ from sap_core.prompt_sets import selection_prompt_sets
 from sap_core.safety_eval import EvalConfig, evaluate_model
 from sap_core.selection import SelectionResult, select_checkpoint, trainable_state
 from sap_core.train import StepState, TrainingCallback, evaluation_loss
+from worker.base_eval_keys import template_suffix
 from worker.child_protocol import Event, SelectionEvent
 from worker.model_digest import model_digest
 
@@ -46,7 +47,7 @@ def guard_inputs(
             tokenizer,
             config.anchor,
             cache_dir=model_dir.parent / ANCHOR_CACHE_DIR,
-            model_id=f"{base_model}@{model_revision(model_dir)}",
+            model_id=f"{base_model}@{model_revision(model_dir)}{template_suffix(base_model)}",
         )
     return triples, anchors
 

@@ -19,7 +19,7 @@ import torch
 from safetune.errors import ErrorCode
 from sap_core.adapters import save_adapter
 from sap_core.distributed import Ranks
-from sap_core.modeling import attach_lora, load_base_model
+from sap_core.modeling import attach_lora
 from sap_core.screening import screen_examples
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
 from worker import finite_json
@@ -43,7 +43,8 @@ from worker.child_protocol import (
     read_request,
 )
 from worker.child_ranks import join_ranks, leave_ranks
-from worker.model_store import ModelUnavailable, ensure_model
+from worker.job_model import QuantizationRejected, apply_model_defaults, load_job_model
+from worker.model_store import ModelUnavailable
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
 # Test-only fault injection: a worker started with this variable fails jobs whose suffix equals its
@@ -169,14 +170,13 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
     except ValueError as exc:
         raise SpecRejected(str(exc)) from exc
     events.emit(StageEvent(stage="loading"))
-    model_dir = ensure_model(request.base_model, Path(request.model_cache))
     quantization = spec.get("hyperparameters", {}).get("quantization")
     try:
-        model, tokenizer = load_base_model(model_dir, device, quantization=quantization)
-    except ValueError as exc:
-        if quantization is not None and "quantization" in str(exc):
-            raise SpecRejected(f"hyperparameters.{exc}") from exc  # e.g. no bitsandbytes here
-        raise
+        job_model = load_job_model(request.base_model, Path(request.model_cache), device, quantization)
+    except QuantizationRejected as exc:  # e.g. no bitsandbytes here
+        raise SpecRejected(str(exc)) from exc
+    model, tokenizer, model_dir = job_model.model, job_model.tokenizer, job_model.model_dir
+    config = apply_model_defaults(config, spec, job_model)
     train = read_chat_jsonl(request.train_path)
     val = read_chat_jsonl(request.val_path)
     if not val:
@@ -232,7 +232,9 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
         )
     events.emit(StageEvent(stage="saving"))
     output = Path(request.output_dir)
-    adapter_dir = save_adapter(peft_model, output / "adapter", base_model_name=request.base_model)
+    adapter_dir = save_adapter(
+        peft_model, output / "adapter", base_model_name=request.base_model, tokenizer=tokenizer
+    )
     loss_after = evaluation_loss(peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size)
 
     events.emit(StageEvent(stage="evaluating"))
@@ -255,6 +257,7 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
         emit=events.emit,
     )
     report["guard"] = guard_record(config, result.guard_settings)
+    report["chat_template"] = job_model.chat_template
     if picked is not None:
         report["selection"] = picked.to_dict()
     report_path = output / "report.json"

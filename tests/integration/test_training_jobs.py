@@ -94,7 +94,14 @@ def test_job_trains_evaluates_and_serves_a_loadable_adapter(client, auth_headers
     assert download.headers["content-type"] == "application/zip"
     assert job_id in download.headers["content-disposition"]
     archive = zipfile.ZipFile(io.BytesIO(download.content))
-    assert sorted(archive.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+    # The two PEFT files, plus the tokenizer and the exact chat template the job trained with.
+    assert sorted(archive.namelist()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "chat_template.jinja",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
     # The downloaded adapter, loaded by plain PEFT on the base model, reproduces the worker's logits.
     folder = model_cache_dir() / "downloads" / job_id
