@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safetune.base_models import get_base_model
+from sap_core.generation_engines import TRANSFORMERS
 from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
 from sap_core.safety_eval import EvalConfig, cache_key
 from worker.model_digest import model_digest
@@ -33,11 +34,12 @@ class BaseEvalNeed:
     key: str | None
 
 
-def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
+def eval_config_from_options(options: dict[str, Any], engine: str = TRANSFORMERS) -> EvalConfig:
     return EvalConfig(
         max_new_tokens=int(options.get("max_new_tokens", 64)),
         batch_size=int(options.get("batch_size", 8)),
         max_prompts=options.get("max_prompts"),
+        engine=engine,
     )
 
 
@@ -48,10 +50,18 @@ def model_id(base_model: str, model_cache: Path) -> str | None:
 
 
 def base_eval_needs(
-    base_model: str, model_cache: Path, options: dict[str, Any], eval_prompts_path: str | None
+    base_model: str,
+    model_cache: Path,
+    options: dict[str, Any],
+    eval_prompts_path: str | None,
+    *,
+    engine: str = TRANSFORMERS,
 ) -> list[BaseEvalNeed]:
-    """The shipped sets (shared), then the user's prompt set if the job has one (tenant-scoped)."""
-    cfg = eval_config_from_options(options)
+    """The shipped sets (shared), then the user's prompt set if the job has one (tenant-scoped).
+
+    `engine` is the one that generates the answers: its name is part of every key.
+    """
+    cfg = eval_config_from_options(options, engine)
     identity = model_id(base_model, model_cache)
     groups: list[tuple[Scope, list[PromptSet]]] = [("shared", default_prompt_sets())]
     if eval_prompts_path:
