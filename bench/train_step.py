@@ -1,8 +1,8 @@
 """Per-step cost of plain LoRA and of every guard, and (on CPU) our loop against a plain PEFT loop.
 
 Usage:
-    .venv/bin/python bench/train_step.py [--models tiny,smollm2] [--steps 4] [--rounds 3] [--threads 1]
-        [--batch 4] [--seq 128] [--guards none,sap,ema,anchor,constrained,anchor+constrained]
+    .venv/bin/python bench/train_step.py [--models tiny,smollm2,llama-1b] [--steps 4] [--rounds 3]
+        [--threads 1] [--batch 4] [--seq 128] [--guards none,sap,ema,anchor,constrained,anchor+constrained]
         [--device cpu|cuda] [--peak-tflops N] [--out bench/results/train_step]
 
 Variants: `peft` (CPU only: a hand-written torch loop, peft's get_peft_model + AdamW + the same grad
@@ -38,7 +38,7 @@ from sap_core.config import DEFAULT_GUARD, TrainConfig, guard_parts
 from sap_core.contrastive import default_contrastive_triples
 from sap_core.data import collate, encode_chat, length_grouped_batches
 from sap_core.guard import SapGuard
-from sap_core.modeling import attach_lora, build_tiny_llama, load_base_model
+from sap_core.modeling import attach_lora, build_tiny_llama, build_tiny_tokenizer, load_base_model
 from sap_core.train import StepState, TrainingCallback, finetune, lr_factor
 
 GUARDS = ("none", "sap", "ema", "anchor", "constrained", "anchor+constrained")
@@ -93,6 +93,12 @@ def anchors() -> list[AnchorExample]:
 
 
 def load(model_name: str, device: str) -> tuple[Any, Any]:
+    """tiny (random, in code), smollm2 (the converted safe copy) or llama-1b (CUDA: bench/gpu_check.py's
+    random-weight Llama-3.2-1B shape with the byte tokenizer, whose ids all lie in its vocabulary)."""
+    if model_name == "llama-1b":
+        from bench.gpu_check import llama_1b
+
+        return llama_1b(), build_tiny_tokenizer()
     if model_name == "tiny":
         model, tok = build_tiny_llama(0)
         return model.to(device), tok  # type: ignore[arg-type]  # transformers types .to() narrowly
