@@ -188,8 +188,11 @@ def answer(engine: VllmEngine, requests: list[GenerationRequest], settings: Gene
         return []
     import torch
 
-    torch.cuda.empty_cache()  # the training process's cached blocks would count as used to vLLM
-    free, total = torch.cuda.mem_get_info()
+    try:
+        torch.cuda.empty_cache()  # the training process's cached blocks would count as used to vLLM
+        free, total = torch.cuda.mem_get_info()
+    except RuntimeError as exc:  # no usable CUDA context: not a reason to fail the job
+        raise EngineFailed(f"cannot read the free GPU memory: {exc}") from exc
     job = build_job(engine, requests, settings, memory_fraction(free, total))
     token_ids = run_job(job, engine.timeout_s)
     stops = job["sampling"]["stop_token_ids"]
