@@ -96,7 +96,11 @@ def _evaluate(
             base = judge_answers(plan.chosen, responses, cfg, judges=judges, model_name=base_model)
             if plan.need.key is not None:
                 result = base.to_dict()
-                emit(BaseEvalEvent(key=plan.need.key, scope=plan.need.scope, base_model=base_model, result=result))
+                emit(
+                    BaseEvalEvent(
+                        key=plan.need.key, scope=plan.need.scope, base_model=base_model, result=result
+                    )
+                )
         responses = _per_set(answers, plan.tuned_at, plan.chosen)
         tuned = judge_answers(plan.chosen, responses, cfg, judges=judges, model_name=f"{base_model}+adapter")
         pairs.append((base, tuned))
