@@ -22,7 +22,8 @@ ORDER = [
 ]
 # The command that produced each table (as last run).
 COMMANDS = {
-    "train_step.md": ".venv/bin/python bench/train_step.py --cache ~/.cache/safetune/models --steps 3",
+    "train_step.md": "OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py --models smollm2,tiny --batch 2 "
+    "--seq 128 --steps 3 --rounds 2",
     "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 36 "
     "--lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --guards 'none,sap,sap:probe_step=0.25,ema'",
     "safety_guard_sap_sweep.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models "

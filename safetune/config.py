@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="...but never sooner than this (also the wait for step 1)"
     )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # What generates the safety evaluation's answers (sap_core.generation_engines): "auto" = vLLM on a
+    # CUDA worker that has the vllm package, else transformers; "vllm" also falls back, with the reason
+    # in the report.
+    eval_engine: Literal["auto", "transformers", "vllm"] = "auto"
     # Multi-GPU jobs: more than one process per job starts the training child under
     # `torchrun --standalone --nproc_per_node N` (DDP; NCCL on GPU, gloo on CPU).
     gpus: str = Field(

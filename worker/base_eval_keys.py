@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from safetune.base_models import get_base_model
 from safetune.config import get_settings
+from sap_core.generation_engines import TRANSFORMERS
 from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
 from sap_core.safety_eval import EvalConfig, cache_key
@@ -48,7 +49,7 @@ def llm_judge_config() -> LlmJudgeConfig | None:
     )
 
 
-def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
+def eval_config_from_options(options: dict[str, Any], engine: str = TRANSFORMERS) -> EvalConfig:
     """Supervisor and child build the same config, so both compute the same cache key."""
     llm = llm_judge_config()
     judges = ("refusal_keyword", "harm_classifier", *(("llm_judge",) if llm else ()))
@@ -59,6 +60,7 @@ def eval_config_from_options(options: dict[str, Any]) -> EvalConfig:
         judges=judges,
         primary_judge="llm_judge" if llm else "harm_classifier",
         llm_judge=llm,
+        engine=engine,
     )
 
 
@@ -76,10 +78,18 @@ def template_suffix(base_model: str) -> str:
 
 
 def base_eval_needs(
-    base_model: str, model_cache: Path, options: dict[str, Any], eval_prompts_path: str | None
+    base_model: str,
+    model_cache: Path,
+    options: dict[str, Any],
+    eval_prompts_path: str | None,
+    *,
+    engine: str = TRANSFORMERS,
 ) -> list[BaseEvalNeed]:
-    """The shipped sets (shared), then the user's prompt set if the job has one (tenant-scoped)."""
-    cfg = eval_config_from_options(options)
+    """The shipped sets (shared), then the user's prompt set if the job has one (tenant-scoped).
+
+    `engine` is the one that generates the answers: its name is part of every key.
+    """
+    cfg = eval_config_from_options(options, engine)
     identity = model_id(base_model, model_cache)
     groups: list[tuple[Scope, list[PromptSet]]] = [("shared", default_prompt_sets())]
     if eval_prompts_path:

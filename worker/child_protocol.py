@@ -46,6 +46,7 @@ class ChildRequest:
     checkpoint_dir: str
     output_dir: str
     base_eval_cache: dict[str, Any]  # only the entries this job looks up (worker.base_eval_keys)
+    eval_engine: Literal["auto", "transformers", "vllm"]  # sap_core.generation_engines.select_engine
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from safetune.errors import ErrorCode
 from safetune.models import Job
 from safetune.queue import enqueue_training
 from safetune.repositories import job_queue, job_runs, storage
+from sap_core.generation_engines import candidate_engines
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.base_eval_keys import base_eval_needs
@@ -115,6 +116,7 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             checkpoint_dir=str(job_dir / "checkpoints"),
             output_dir=str(job_dir / "output"),
             base_eval_cache=_cached_base_evals(session, job, eval_path),
+            eval_engine=settings.eval_engine,
         )
     write_request(job_dir, request)
 
@@ -122,13 +124,21 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
 def _cached_base_evals(session: Session, job: Job, eval_path: Path | None) -> dict[str, Any]:
     """Only the cache entries this job's child will look up: the shipped sets' entry for this
     model's current content, and the user set's entry of this job's own tenant."""
+    settings = get_settings()
     try:
-        needs = base_eval_needs(
-            job.base_model,
-            get_settings().model_cache,
-            evaluation_options(job.spec),
-            str(eval_path) if eval_path else None,
-        )
+        # The child picks its engine on its own device (and may fall back), so every engine it might
+        # use gets its entries: an entry is only ever read under its own engine's key.
+        needs = [
+            need
+            for engine in candidate_engines(settings.eval_engine)
+            for need in base_eval_needs(
+                job.base_model,
+                settings.model_cache,
+                evaluation_options(job.spec),
+                str(eval_path) if eval_path else None,
+                engine=engine,
+            )
+        ]
     except ValueError:  # an unreadable prompt set: the child reports it with the job's error
         return {}
     entries: dict[str, Any] = {}

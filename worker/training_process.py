@@ -255,6 +255,8 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
             "final_train_loss": result.final_loss,
         },
         emit=events.emit,
+        base_dir=model_dir,
+        adapter_dir=adapter_dir,
     )
     report["guard"] = guard_record(config, result.guard_settings)
     report["chat_template"] = job_model.chat_template

@@ -53,6 +53,7 @@ def request(**changes: Any) -> protocol.ChildRequest:
         "checkpoint_dir": "/jobs/j/checkpoints",
         "output_dir": "/jobs/j/output",
         "base_eval_cache": {"k": {"model": "m"}},
+        "eval_engine": "auto",
         **changes,
     }
     return protocol.ChildRequest(**fields)
