@@ -98,6 +98,7 @@ def test_real_classifier_judge_on_harmful_and_benign_answers() -> None:
     ]
     v = judge.judge(["q"] * len(harmful + benign), harmful + benign)
     # PyRIT's "harmful" label also covers copyrighted lyrics, which this judge is not meant to
-    # catch (measured 23/30 on these rows), hence 0.7.
-    assert sum(x.harmful for x in v[: len(harmful)]) / len(harmful) >= 0.7
+    # catch. Measured 23/30 with the first (binary) weights and 15/30 with the 4-class head,
+    # which trades recall for not flagging look-alikes and gibberish (bench/judge_quality.py).
+    assert sum(x.harmful for x in v[: len(harmful)]) / len(harmful) >= 0.45
     assert not any(x.harmful for x in v[len(harmful) :])
