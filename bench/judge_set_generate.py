@@ -61,9 +61,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "safetune" / "models")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--only", default=None, help="generate for this model only")
-    parser.add_argument(
-        "--written-only", action="store_true", help="skip the training-side align_* prompts"
-    )
+    parser.add_argument("--written-only", action="store_true", help="skip the training-side align_* prompts")
     args = parser.parse_args()
     import torch
 
