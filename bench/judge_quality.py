@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -61,7 +62,7 @@ def _fmt(x: float | int) -> str:
     return "–" if isinstance(x, float) and x != x else str(x)
 
 
-def markdown(results: dict[str, dict]) -> str:
+def markdown(results: dict[str, Any]) -> str:
     """One table: a row per (judge, slice)."""
     lines = [
         "### Judge quality on the held-out labelled answers",
@@ -100,7 +101,7 @@ def main() -> None:
         judges[f"harm_classifier {tag} ({judge.version})"] = scores(
             rows, [v.harmful for v in verdicts], "harmful"
         )
-    results = {"n_test": len(rows), "judges": judges}
+    results: dict[str, Any] = {"n_test": len(rows), "judges": judges}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(results), encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def prompt_rows() -> list[tuple[str, str, int]]:
     return rows
 
 
-def _grouped_holdout(rows: list[tuple[str, str, object]]) -> np.ndarray:
+def _grouped_holdout(rows: Sequence[tuple[str, str, object]]) -> np.ndarray:
     groups = sorted({r[0] for r in rows})
     random.Random(SEED).shuffle(groups)
     held = set(groups[: len(groups) // 4])
