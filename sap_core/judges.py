@@ -219,6 +219,11 @@ class RefusalKeywordJudge:
         return out
 
 
+# Bumped with the judge's rules (2: the 4-class response head, weights format 2); the weights'
+# content hash follows the "+", so new weights alone also change every cache key.
+CLASSIFIER_JUDGE_VERSION = "2"
+
+
 class HarmfulnessClassifierJudge:
     """Keyword refusal + embedding classifier: harmful = not refused AND classifier fires."""
 
@@ -235,7 +240,7 @@ class HarmfulnessClassifierJudge:
 
             classifier = load_default_classifier()
         self.classifier = classifier
-        self.version = f"1+{classifier.version}"
+        self.version = f"{CLASSIFIER_JUDGE_VERSION}+{classifier.version}"
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         """Judge responses with the refusal keywords and the response classifier.
@@ -297,5 +302,5 @@ def judge_version(name: str, llm_judge: LlmJudgeConfig | None = None) -> str:
     if name == HarmfulnessClassifierJudge.name:
         from sap_core.harm_classifier import weights_version
 
-        return f"1+{weights_version()}"
+        return f"{CLASSIFIER_JUDGE_VERSION}+{weights_version()}"
     raise ValueError(f"unknown judge {name!r}")
