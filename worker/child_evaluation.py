@@ -85,7 +85,7 @@ def _evaluate(
     )
     plans, requests = _plan(needs, cfg, request.base_eval_cache)
     answers = engine.answer(requests, generation_settings(cfg))
-    judges = build_judges(cfg.judges)
+    judges = build_judges(cfg.judges, cfg.llm_judge)
     pairs = []
     for plan in plans:
         if plan.cached is not None:
