@@ -25,6 +25,7 @@ from api.routes import (
     reports,
     webhook_secret,
 )
+from safetune.base_models import registry
 from safetune.config import get_settings
 from safetune.db import reset_engine
 from safetune.logging_setup import configure_logging
@@ -41,6 +42,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging()
+    registry()  # fail closed: a bad models-file entry stops the API here, naming the entry and field
     app = FastAPI(
         title="safetune",
         version="0.1.0",
@@ -82,7 +84,17 @@ def _document_job_create(app: FastAPI) -> None:
             return app.openapi_schema
         schema = build()
         _, defs = models_json_schema([(JobCreate, "validation")], ref_template="#/components/schemas/{model}")
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.get("$defs", {}))
+        # The registry (built-ins + the models file) is known only at start-up, so the enum is added here.
+        names = sorted(registry())
+        for model, field in (
+            ("JobSpec", "base_model"),
+            ("JobCreate", "base_model"),
+            ("FineTuningJobCreate", "model"),
+        ):
+            if field in components.get(model, {}).get("properties", {}):
+                components[model]["properties"][field]["enum"] = names
         app.openapi_schema = schema
         return schema
 

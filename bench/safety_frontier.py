@@ -478,6 +478,7 @@ def main() -> None:
     log = ResponseLog(args.out.with_name(args.out.stem + "_responses.jsonl.gz"))
     if args.report_only or args.rejudge:
         saved: dict[str, Any] = json.loads(args.out.read_text())
+        saved["default_guard"] = DEFAULT_GUARD
         if args.rejudge:
             harmful_set, benign_set = default_prompt_sets()
             sets = [

@@ -13,6 +13,7 @@ RESULTS = ROOT / "bench" / "results"
 # Order in the README: the ML core first, then the service.
 ORDER = [
     "safety_frontier.md",
+    "judge_quality.md",
     "train_step.md",
     "safety_guard.md",
     "safety_guard_sap_sweep.md",
@@ -23,7 +24,9 @@ ORDER = [
 ]
 # The command that produced each table (as last run).
 COMMANDS = {
-    "train_step.md": ".venv/bin/python bench/train_step.py --cache ~/.cache/safetune/models --steps 3",
+    "train_step.md": "OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py --models smollm2,tiny --batch 2 "
+    "--seq 128 --steps 3 --rounds 2",
+    "judge_quality.md": ".venv/bin/python bench/judge_quality.py",
     "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 36 "
     "--lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --guards 'none,sap,sap:probe_step=0.25,ema'",
     "safety_guard_sap_sweep.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models "

@@ -19,7 +19,6 @@ keys_app = typer.Typer(
     help="Create and revoke tenant API keys, rotate the report-link secret (direct database access).",
     no_args_is_help=True,
 )
-models_app = typer.Typer(help="Base models this server can fine-tune.", no_args_is_help=True)
 
 
 @keys_app.command("create")
@@ -85,30 +84,6 @@ def list_keys(tenant: Annotated[str, typer.Option("--tenant", help="Tenant name.
     table = Table("key id", "prefix", "created", "revoked")
     for key_id, prefix, created_at, revoked_at in keys:
         table.add_row(key_id, prefix + "…", str(created_at), str(revoked_at or "-"))
-    console.print(table)
-
-
-@models_app.command("list")
-def list_models() -> None:
-    """Registered base models and whether each is already materialised in SAFETUNE_MODEL_CACHE."""
-    from safetune.base_models import REGISTRY
-    from safetune.config import get_settings
-
-    cache = get_settings().model_cache
-    table = Table(
-        "name", "source", "layers", "max seq", "in cache", "description", title=f"model cache: {cache}"
-    )
-    for info in REGISTRY.values():
-        # The worker's model store treats a folder with config.json as built.
-        present = (info.local_dir(cache) / "config.json").exists()
-        table.add_row(
-            info.name,
-            info.source,
-            str(info.num_layers),
-            str(info.max_seq_len),
-            "[green]yes[/]" if present else "no",
-            info.description,
-        )
     console.print(table)
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import DEFAULT_URL, ApiKeyOption, UrlOption, api_client, fail, print_json
-from safetune.adapter_format import ADAPTER_FILES
+from safetune.adapter_format import ADAPTER_FILES, TOKENIZER_FILES
 
 VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
@@ -117,7 +117,7 @@ def report(
 
 
 def extract_adapter(data: bytes, out_dir: Path) -> list[Path]:
-    """Write only the two PEFT files, flattened into out_dir; any other member is ignored."""
+    """Write the two PEFT files and any tokenizer files, flattened into out_dir; others are ignored."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -127,7 +127,7 @@ def extract_adapter(data: bytes, out_dir: Path) -> list[Path]:
         missing = [name for name in ADAPTER_FILES if name not in members]
         if missing:
             fail(f"adapter archive lacks {', '.join(missing)}")
-        for name in ADAPTER_FILES:
+        for name in (*ADAPTER_FILES, *(t for t in TOKENIZER_FILES if t in members)):
             # Only the basename is used as the target, so "../" entries cannot escape out_dir.
             target = out_dir / name
             target.write_bytes(archive.read(members[name]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import admin, artifacts, demo, jobs, processes, watch
+from cli import admin, artifacts, demo, jobs, models, processes, watch
 
 app = typer.Typer(
     name="safetune",
@@ -28,7 +28,7 @@ app.command()(artifacts.report)
 app.command()(artifacts.download)
 
 app.add_typer(admin.keys_app, name="keys")
-app.add_typer(admin.models_app, name="models")
+app.add_typer(models.models_app, name="models")
 
 if __name__ == "__main__":
     app()

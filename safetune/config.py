@@ -30,6 +30,19 @@ class Settings(BaseSettings):
     model_cache: Path = Field(
         default=DEFAULT_STATE_DIR / "models", description="converted base models live here"
     )
+    models_file: Path | None = Field(
+        default=None, description="operator's models YAML (safetune models add writes it); unset = built-ins"
+    )
+    judge_url: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?$",
+        description="OpenAI-compatible chat endpoint of an LLM judge",
+    )
+    judge_model: str = Field(default="", max_length=200, description="model name the judge endpoint serves")
+    judge_format: Literal["llama_guard", "rubric"] = Field(
+        default="llama_guard", description="llama_guard: safe/unsafe + categories; rubric: StrongREJECT score"
+    )
+    judge_api_key: str = Field(default="", description="bearer token for the judge endpoint, if it needs one")
     work_dir: Path | None = Field(default=None, description="per-job scratch dirs; default state_dir/jobs")
 
     max_dataset_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="...but never sooner than this (also the wait for step 1)"
     )
     training_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # What generates the safety evaluation's answers (sap_core.generation_engines): "auto" = vLLM on a
+    # CUDA worker that has the vllm package, else transformers; "vllm" also falls back, with the reason
+    # in the report.
+    eval_engine: Literal["auto", "transformers", "vllm"] = "auto"
     # Multi-GPU jobs: more than one process per job starts the training child under
     # `torchrun --standalone --nproc_per_node N` (DDP; NCCL on GPU, gloo on CPU).
     gpus: str = Field(
@@ -118,6 +135,12 @@ class Settings(BaseSettings):
                 if not HOST_NAME.fullmatch(entry):
                     raise ValueError(f"webhook_allowed_hosts: {entry!r} is not a host name or CIDR") from None
         return value
+
+    @model_validator(mode="after")
+    def _judge_complete(self) -> Settings:
+        if bool(self.judge_url) != bool(self.judge_model):
+            raise ValueError("SAFETUNE_JUDGE_URL and SAFETUNE_JUDGE_MODEL must be set together")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:

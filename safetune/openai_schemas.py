@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, JsonValue, PlainValidator, ValidationError, field_validator
+from pydantic import BaseModel, Field, PlainValidator, ValidationError, field_validator
 
-from safetune.base_models import REGISTRY
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.schemas import (
     DEFAULT_GUARD,
@@ -96,6 +95,7 @@ class SafetyExtras(InputSchema):
     @classmethod
     def _known_guard(cls, value: object) -> str:
         return normalize_guard(value)
+
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     screening: Screening = Field(default_factory=Screening)
     eval_file: str | None = Field(default=None, max_length=64, description="evaluation-purpose file")
@@ -110,9 +110,7 @@ class SafetyExtras(InputSchema):
 class FineTuningJobCreate(InputSchema):
     """Body of POST /v1/fine_tuning/jobs."""
 
-    model: str = Field(
-        min_length=1, max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))}
-    )
+    model: str = Field(min_length=1, max_length=100, description="a registered base model (GET /v1/models)")
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: OpenAIHyperparameters | None = None

@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from safetune.base_models import REGISTRY, get_base_model
+from safetune.base_models import get_base_model
 from safetune.capabilities import qlora_available
 from safetune.config import get_settings
 from safetune.errors import ErrorCode, SafetuneError
@@ -62,7 +62,7 @@ class Guard(StrEnum):
 
 # The guard new jobs get: the one bench/safety_frontier.py shows best at matched utility
 # (sap_core.config.DEFAULT_GUARD; a test keeps the two equal).
-DEFAULT_GUARD = "sap"
+DEFAULT_GUARD = "anchor"
 GUARD_DESCRIPTION = (
     "none | sap | ema | anchor | constrained, or several joined by '+' (e.g. 'anchor+constrained'), "
     "or a list of names"
@@ -121,8 +121,12 @@ class Hyperparameters(InputSchema):
     lora_r: int = Field(default=8, ge=1, le=256)
     lora_alpha: int = Field(default=16, ge=1, le=512)
     lora_dropout: float = Field(default=0.05, ge=0.0, le=0.5)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, max_length=7
+    target_modules: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=7,
+        description="null = the model's default: q/k/v/o_proj for the built-ins; for a models-file "
+        "entry its lora_target_modules, else every linear layer of the decoder",
     )
     max_seq_len: int = Field(default=512, ge=32, le=4096)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -150,7 +154,9 @@ class Hyperparameters(InputSchema):
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, value: list[str]) -> list[str]:
+    def _known_modules(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         unknown = sorted(set(value) - set(KNOWN_TARGET_MODULES))
         if unknown:
             raise ValueError(f"unknown target modules {unknown}; choose from {list(KNOWN_TARGET_MODULES)}")
@@ -247,8 +253,8 @@ class EvaluationOptions(InputSchema):
 class JobSpec(InputSchema):
     """What to train. Sent as the multipart `spec` field, or inlined in a JSON body with `training_file`."""
 
-    # The enum documents the registry in OpenAPI; validation itself is the validator below.
-    base_model: str = Field(max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(REGISTRY))})
+    # The registry includes the operator's models file, read at start-up, so OpenAPI names no enum.
+    base_model: str = Field(max_length=100, description="a registered base model (GET /models)")
     guard: str = Field(default=DEFAULT_GUARD, max_length=64, description=GUARD_DESCRIPTION)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     sap: SapOptions = Field(default_factory=SapOptions)
@@ -448,6 +454,9 @@ class BaseModelRead(Schema):
     max_seq_len: int
     num_layers: int
     min_sap_seq_len: int = Field(description="the shortest hyperparameters.max_seq_len for guard 'sap'")
+    source: str = Field(description="tiny | gguf | derived (built-ins) or file (the operator's models file)")
+    chat_template: str = Field(description="tokenizer, a built-in template name, or a .jinja file")
+    aligned_from: str | None = None
 
 
 class BaseModelList(Schema):

@@ -7,16 +7,32 @@ import shutil
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sap_core.atomic import write_dir_atomically
 from sap_core.modeling import peft_compat_warnings
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# What a tokenizer's save_pretrained may write: shipped next to the adapter so that it is used with
+# exactly the tokenizer and chat template it was trained with.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
 
 
-def save_adapter(model: PeftModel, out_dir: str | Path, base_model_name: str | None = None) -> Path:
-    """Write exactly adapter_config.json + adapter_model.safetensors, atomically.
+def save_adapter(
+    model: PeftModel,
+    out_dir: str | Path,
+    base_model_name: str | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors (and the tokenizer's files), atomically.
 
     Args:
         model: The PeftModel; its *current* adapter weights are written (with EMA, `finetune` has
@@ -24,6 +40,7 @@ def save_adapter(model: PeftModel, out_dir: str | Path, base_model_name: str | N
         out_dir: Destination folder (replaced if it exists).
         base_model_name: Value for base_model_name_or_path (e.g. the registry name, not a local
             cache path); None keeps what PEFT recorded.
+        tokenizer: When given, its files (with the chat template it trained with) go alongside.
 
     Returns:
         The folder path.
@@ -43,6 +60,11 @@ def save_adapter(model: PeftModel, out_dir: str | Path, base_model_name: str | N
         missing = [f for f in ADAPTER_FILES if not (tmp / f).is_file()]
         if missing:
             raise RuntimeError(f"PEFT did not write {missing}")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+            for extra in tmp.iterdir():
+                if extra.name not in ADAPTER_FILES + TOKENIZER_FILES:
+                    shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
 
     try:
         write_dir_atomically(out_dir, write)

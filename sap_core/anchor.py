@@ -87,10 +87,8 @@ def build_anchor_set(
         refusal_test: Decides whether an answer is a refusal (the keyword judge by default).
 
     Returns:
-        The anchor examples, harmful ones first.
-
-    Raises:
-        ValueError: When the base refuses none of the harmful anchor prompts (nothing to anchor).
+        The anchor examples, harmful ones first; empty when the base refuses none of the harmful
+        anchor prompts (an unaligned base has no refusal behaviour to preserve).
     """
     cache_file = None
     if cache_dir is not None:
@@ -105,13 +103,12 @@ def build_anchor_set(
         for p, a in zip(harmful, answers[: len(harmful)], strict=True)
         if refusal_test(a)
     ]
-    if not examples:
-        raise ValueError("anchor: the base model refuses none of the anchor prompts; nothing to anchor to")
-    examples += [
-        AnchorExample(p, a, False)
-        for p, a in zip(benign, answers[len(harmful) :], strict=True)
-        if a and not refusal_test(a)
-    ]
+    if examples:
+        examples += [
+            AnchorExample(p, a, False)
+            for p, a in zip(benign, answers[len(harmful) :], strict=True)
+            if a and not refusal_test(a)
+        ]
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
@@ -206,9 +203,16 @@ class AnchorGuard(StepGuard):
         self._encoded: list[EncodedExample] = [
             e for e in encoded if any(x != IGNORE_INDEX for x in e.labels[1:])
         ]
-        if not self._encoded:
-            raise ValueError("anchor: no anchor example keeps a response token within max_seq_len")
         self.n_harmful = sum(e.harmful for e in examples)
+        # The default guard must not fail a job on an unaligned base: with no refusal to keep, the
+        # anchor stands aside (plain SFT) and the report says so.
+        self.inactive_reason = (
+            "the base refuses none of the anchor prompts: no refusal behaviour to preserve"
+            if not self.n_harmful
+            else None
+        )
+        if self.inactive_reason is None and not self._encoded:
+            raise ValueError("anchor: no anchor example keeps a response token within max_seq_len")
         self.cursor = 0
         self.steps = 0
         self.anchored_steps = 0
@@ -229,7 +233,7 @@ class AnchorGuard(StepGuard):
 
     def after_backward(self, batches: Sequence[Batch]) -> None:
         self.steps += 1
-        if (self.steps - 1) % self.config.every:
+        if self.inactive_reason is not None or (self.steps - 1) % self.config.every:
             return
         g_task = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
         for p in self.params:
@@ -248,6 +252,7 @@ class AnchorGuard(StepGuard):
             "anchor_harmful": self.n_harmful,
             "anchored_steps": self.anchored_steps,
             "projected_steps": int(self.projected_steps),
+            **({"inactive": self.inactive_reason} if self.inactive_reason else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Switch = Literal["auto", "on", "off"]
 # Guards compose with "+" ("anchor+constrained"); "none" stands alone.
 GUARD_NAMES = ("none", "sap", "ema", "anchor", "constrained")
 # The guard new jobs get: the one the matched-utility frontier shows best (bench/safety_frontier.py).
-DEFAULT_GUARD = "sap"
+DEFAULT_GUARD = "anchor"
 _SCHEDULES = ("cosine", "linear", "constant")
 _SWITCHES = ("auto", "on", "off")
 # Above this many base parameters "auto" turns gradient checkpointing on: from the 1B class up the

@@ -85,9 +85,7 @@ class ConstrainedGuard(StepGuard):
         self._pad_id = pad_id
         self.ref = _base_target_logprobs(model, examples, pad_id, batch_size)
 
-    def micro_batch_loss(
-        self, batch: Batch, example_ids: Sequence[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def micro_batch_loss(self, batch: Batch, example_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_for(self.model):
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logp, mask = target_logprobs(logits, batch["labels"])

@@ -18,7 +18,8 @@ from transformers import DynamicCache
 STOP_CHECK_EVERY = 4
 
 
-def _render(tokenizer: Any, prompt: str, system: str | None) -> str:
+def render_prompt(tokenizer: Any, prompt: str, system: str | None) -> str:
+    """The chat-templated conversation up to the assistant's turn (shared with the vLLM engine)."""
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
@@ -59,7 +60,7 @@ def generate(
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
     was_training = model.training
     model.eval()
-    texts = [_render(tokenizer, p, system) for p in prompts]
+    texts = [render_prompt(tokenizer, p, system) for p in prompts]
     # The chat template already contains the special tokens (BOS/<|im_start|>).
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -87,7 +88,7 @@ def _greedy_batch(
 ) -> list[str]:
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos_ids = _eos_ids(tokenizer, model)
+    stop_ids = eos_ids(tokenizer, model)
     width = max(len(p) for p in prompt_ids)
     # Left padding keeps every prompt's last token adjacent to its first generated token.
     input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
@@ -100,16 +101,14 @@ def _greedy_batch(
     cache = DynamicCache()
     alive = list(range(len(prompt_ids)))  # original row of each row still in the batch
     generated: list[list[int]] = [[] for _ in prompt_ids]
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache
-    ).logits
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache).logits
     next_pos = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         tokens = logits[:, -1].argmax(-1)
         keep: list[int] = []
         for j, row in enumerate(alive):
             tok = int(tokens[j])
-            if tok in eos_ids:
+            if tok in stop_ids:
                 continue
             generated[row].append(tok)
             done = step + 1 == max_new_tokens
@@ -132,7 +131,8 @@ def _greedy_batch(
     return [tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
 
 
-def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+def eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    """Token ids that end an answer: the tokenizer's EOS and the model's generation_config EOS."""
     ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):

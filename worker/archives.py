@@ -8,7 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from safetune.adapter_format import ADAPTER_FILES
+from safetune.adapter_format import ADAPTER_FILES, TOKENIZER_FILES
 
 
 def zip_dir(folder: Path) -> bytes:
@@ -36,12 +36,15 @@ def sha256_hex(content: bytes) -> str:
 
 
 def zip_adapter(adapter_dir: Path) -> bytes:
-    """Only the two PEFT files go into a user-facing archive, whatever else the folder holds."""
+    """The two PEFT files (and the tokenizer's, when saved) go into a user-facing archive, nothing else."""
     staging = adapter_dir.parent / f".{adapter_dir.name}-export"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for name in ADAPTER_FILES:
         shutil.copy2(adapter_dir / name, staging / name)
+    for name in TOKENIZER_FILES:
+        if (adapter_dir / name).is_file():
+            shutil.copy2(adapter_dir / name, staging / name)
     try:
         return zip_dir(staging)
     finally:

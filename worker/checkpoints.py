@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.repositories import job_runs, storage
 from worker.archives import sha256_hex, zip_adapter, zip_dir
+from worker.child_protocol import CheckpointEvent
 
 log = logging.getLogger("safetune.worker")
 
@@ -31,12 +31,12 @@ class CheckpointStore:
         interval = self.settings.checkpoint_min_interval_seconds
         return self.last_stored is not None and time.monotonic() - self.last_stored < interval
 
-    def store(self, event: dict[str, Any]) -> None:
-        step = int(event["step"])
+    def store(self, event: CheckpointEvent) -> None:
+        step = event.step
         if self._too_soon():
             log.info("checkpoint skipped: minimum interval", extra={"job_id": self.job_id, "step": step})
             return
-        folder = Path(event["path"])
+        folder = Path(event.path)
         adapter_dir = folder / "adapter" if (folder / "adapter").is_dir() else folder
         adapter_zip = zip_adapter(adapter_dir)
         state_zip = zip_dir(folder)
@@ -56,8 +56,8 @@ class CheckpointStore:
                 session,
                 self.job_id,
                 step=step,
-                train_loss=event.get("train_loss"),
-                val_loss=event.get("val_loss"),
+                train_loss=event.train_loss,
+                val_loss=event.val_loss,
                 adapter_zip=adapter_zip,
                 state_zip=state_zip,
                 sha256=sha256_hex(adapter_zip),

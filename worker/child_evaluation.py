@@ -8,90 +8,123 @@ scoped to its tenant), so every job pays only for evaluating its own adapter.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sap_core.config import TrainConfig
+from sap_core.generation_engines import (
+    VLLM,
+    EngineFailed,
+    GenerationEngine,
+    GenerationRequest,
+    TransformersEngine,
+    VllmEngine,
+    select_engine,
+)
+from sap_core.judges import build_judges
+from sap_core.prompt_sets import PromptSet
 from sap_core.report import ReportThresholds, build_report
-from sap_core.safety_eval import EvalConfig, ModelEval, evaluate_model
+from sap_core.safety_eval import EvalConfig, ModelEval, generation_settings, judge_answers, selected_sets
 from worker.base_eval_keys import BaseEvalNeed, base_eval_needs, eval_config_from_options
+from worker.child_protocol import BaseEvalEvent, ChildRequest, Event
 from worker.stage_progress import StageProgress
 
 FINGERPRINT_TEXT = "safetune adapter fingerprint: the quick brown fox"
-Emit = Callable[..., None]
+Emit = Callable[[Event], None]
 
 
-def _base_eval(
-    model: Any,
-    tokenizer: Any,
-    need: BaseEvalNeed,
-    cfg: EvalConfig,
-    *,
-    base_model: str,
-    cache: dict[str, Any],
-    emit: Emit,
-    progress: StageProgress,
-) -> ModelEval:
-    if need.key is not None and need.key in cache:
-        return ModelEval.from_dict(cache[need.key])
-    with model.disable_adapter():
-        result = evaluate_model(
-            model,
-            tokenizer,
-            need.prompt_sets,
-            cfg,
-            model_name=base_model,
-            progress=progress.part(f"base:{need.scope}"),
-        )
-    if need.key is not None:
-        emit("base_eval", key=need.key, scope=need.scope, base_model=base_model, result=result.to_dict())
-    return result
+@dataclass
+class _Plan:
+    """One base-vs-tuned comparison: its sets, the cached base (if any) and where its answers land."""
+
+    need: BaseEvalNeed
+    chosen: list[PromptSet]
+    cached: dict[str, Any] | None
+    base_at: int | None  # offset of the base answers in the engine's request list (None: cached)
+    tuned_at: int
 
 
-def _compare_sets(
-    model: Any,
-    tokenizer: Any,
-    need: BaseEvalNeed,
-    cfg: EvalConfig,
-    *,
-    request: dict[str, Any],
-    training: dict[str, Any],
-    utility: dict[str, Any],
-    thresholds: ReportThresholds,
-    emit: Emit,
-    progress: StageProgress,
-) -> dict[str, Any]:
-    base = _base_eval(
-        model,
-        tokenizer,
-        need,
-        cfg,
-        base_model=request["base_model"],
-        cache=request.get("base_eval_cache") or {},
-        emit=emit,
-        progress=progress,
-    )
-    tuned = evaluate_model(
-        model,
-        tokenizer,
-        need.prompt_sets,
-        cfg,
-        model_name=f"{request['base_model']}+adapter",
-        progress=progress.part(f"tuned:{need.scope}"),
-    )
-    return build_report(base, tuned, utility=utility, training=training, thresholds=thresholds)
-
-
-def _prompts_to_answer(needs: list[BaseEvalNeed], cfg: EvalConfig, request: dict[str, Any]) -> int:
-    """Answers the stage will generate: the tuned model on every set, the base where not cached."""
-    cache = request.get("base_eval_cache") or {}
-    total = 0
+def _plan(
+    needs: list[BaseEvalNeed], cfg: EvalConfig, cache: dict[str, Any]
+) -> tuple[list[_Plan], list[GenerationRequest]]:
+    # Every answer of the whole evaluation in one request list: one engine (one vLLM start) serves
+    # the base and the base+adapter of every prompt set.
+    plans: list[_Plan] = []
+    requests: list[GenerationRequest] = []
     for need in needs:
-        size = sum(len(ps.subset(cfg.max_prompts).prompts) for ps in need.prompt_sets)
-        total += size if need.key is not None and need.key in cache else 2 * size
-    return total
+        chosen = selected_sets(need.prompt_sets, cfg)
+        prompts = [p.prompt for ps in chosen for p in ps.prompts]
+        cached = cache.get(need.key) if need.key is not None else None
+        base_at = None
+        if cached is None:
+            base_at = len(requests)
+            requests += [GenerationRequest(p, adapter=False) for p in prompts]
+        plans.append(_Plan(need, chosen, cached, base_at, len(requests)))
+        requests += [GenerationRequest(p, adapter=True) for p in prompts]
+    return plans, requests
+
+
+def _per_set(answers: list[str], start: int, chosen: list[PromptSet]) -> list[list[str]]:
+    out = []
+    for ps in chosen:
+        out.append(answers[start : start + len(ps.prompts)])
+        start += len(ps.prompts)
+    return out
+
+
+def _evaluate(
+    engine: GenerationEngine, options: dict[str, Any], request: ChildRequest, emit: Emit
+) -> list[tuple[ModelEval, ModelEval]]:
+    """(base, tuned) evaluations of the shipped sets, then of the user's set when the job has one."""
+    cfg = eval_config_from_options(options, engine=engine.name)
+    base_model = request.base_model
+    needs = base_eval_needs(
+        base_model, Path(request.model_cache), options, request.eval_prompts_path, engine=engine.name
+    )
+    plans, requests = _plan(needs, cfg, request.base_eval_cache)
+    # One count for the stage: every answer it generates (the cached base answers are not among them).
+    progress = StageProgress(emit, "evaluating", len(requests))
+    progress.begin()
+    answers = engine.answer(requests, generation_settings(cfg), progress=progress.update)
+    judges = build_judges(cfg.judges, cfg.llm_judge)
+    pairs = []
+    for plan in plans:
+        if plan.cached is not None:
+            base = ModelEval.from_dict(plan.cached)
+        else:
+            assert plan.base_at is not None
+            responses = _per_set(answers, plan.base_at, plan.chosen)
+            base = judge_answers(plan.chosen, responses, cfg, judges=judges, model_name=base_model)
+            if plan.need.key is not None:
+                result = base.to_dict()
+                emit(
+                    BaseEvalEvent(
+                        key=plan.need.key, scope=plan.need.scope, base_model=base_model, result=result
+                    )
+                )
+        responses = _per_set(answers, plan.tuned_at, plan.chosen)
+        tuned = judge_answers(plan.chosen, responses, cfg, judges=judges, model_name=f"{base_model}+adapter")
+        pairs.append((base, tuned))
+    return pairs
+
+
+def _engine(
+    model: Any,
+    tokenizer: Any,
+    request: ChildRequest,
+    config: TrainConfig,
+    folders: tuple[Path, Path] | None,
+) -> tuple[GenerationEngine, str | None]:
+    device = str(next(model.parameters()).device)
+    choice = select_engine(device, request.eval_engine)
+    if choice.name == VLLM:
+        if folders is None:
+            return TransformersEngine(model, tokenizer), "vLLM needs the base and saved adapter folders"
+        return VllmEngine(tokenizer, folders[0], folders[1], config.lora.r), None
+    return TransformersEngine(model, tokenizer), choice.fallback_reason
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -127,34 +160,46 @@ def run_safety_evaluation(
     model: Any,
     tokenizer: Any,
     *,
-    request: dict[str, Any],
+    request: ChildRequest,
     config: TrainConfig,
     options: dict[str, Any],
     utility: dict[str, Any],
     screening: dict[str, Any] | None,
     emit: Emit,
+    base_dir: Path | None = None,
+    adapter_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate base vs fine-tuned on the shipped held-out sets (and the user's set, reported apart)."""
-    cfg = eval_config_from_options(options)
+    """Evaluate base vs fine-tuned on the shipped held-out sets (and the user's set, reported apart).
+
+    The answers come from the engine `select_engine` picks for this device and the request's
+    `eval_engine` (vLLM on a GPU worker that has it, else transformers); a vLLM run that fails falls
+    back to transformers, and the report's `generation` says which engine produced the answers.
+    """
     thresholds = ReportThresholds(**(options.get("thresholds") or {}))
-    training = {"base_model": request["base_model"], **config.to_dict()}
-    needs = base_eval_needs(
-        request["base_model"], Path(request["model_cache"]), options, request.get("eval_prompts_path")
-    )
-    progress = StageProgress(emit, "evaluating", _prompts_to_answer(needs, cfg, request))
-    progress.begin()
+    training = {"base_model": request.base_model, **config.to_dict()}
+    folders = (base_dir, adapter_dir) if base_dir is not None and adapter_dir is not None else None
+    engine, fallback = _engine(model, tokenizer, request, config, folders)
+    try:
+        pairs = _evaluate(engine, options, request, emit)
+    except EngineFailed as exc:
+        fallback = f"vLLM failed, answers regenerated with transformers: {exc}"
+        pairs = _evaluate(TransformersEngine(model, tokenizer), options, request, emit)
+    (base, tuned), *user = pairs
+    judging = eval_config_from_options(options)
+    llm = judging.llm_judge
     common: dict[str, Any] = {
-        "request": request,
-        "training": training,
         "utility": utility,
+        "training": training,
         "thresholds": thresholds,
-        "emit": emit,
-        "progress": progress,
+        "primary_judge": judging.primary_judge,
     }
-    shipped, *user = needs
-    report = _compare_sets(model, tokenizer, shipped, cfg, **common)
+    report = build_report(base, tuned, **common)
     if user:
-        report["user_prompt_set"] = _compare_sets(model, tokenizer, user[0], cfg, **common)
+        report["user_prompt_set"] = build_report(*user[0], **common)
+    if fallback is not None:
+        report["generation"] = {**report["generation"], "engine_fallback_reason": fallback}
+    if llm is not None:  # the report names the judge that decided (never its key)
+        report["llm_judge"] = {"model": llm.model, "format": llm.format, "url": llm.url}
     report["summary"] = summarize(report)
     report["screening"] = screening
     report["adapter_fingerprint"] = adapter_fingerprint(model, tokenizer)

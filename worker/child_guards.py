@@ -16,6 +16,8 @@ from sap_core.prompt_sets import selection_prompt_sets
 from sap_core.safety_eval import EvalConfig, evaluate_model
 from sap_core.selection import SelectionResult, select_checkpoint, trainable_state
 from sap_core.train import StepState, TrainingCallback, evaluation_loss
+from worker.base_eval_keys import template_suffix
+from worker.child_protocol import Event, SelectionEvent
 from worker.model_digest import model_digest
 
 ANCHOR_CACHE_DIR = ".anchor-cache"  # beside the model folders in the worker's model cache
@@ -45,7 +47,7 @@ def guard_inputs(
             tokenizer,
             config.anchor,
             cache_dir=model_dir.parent / ANCHOR_CACHE_DIR,
-            model_id=f"{base_model}@{model_revision(model_dir)}",
+            model_id=f"{base_model}@{model_revision(model_dir)}{template_suffix(base_model)}",
         )
     return triples, anchors
 
@@ -84,7 +86,7 @@ def run_selection(
     options: dict[str, Any],
     utility_set: Sequence[Any],
     config: TrainConfig,
-    emit: Callable[..., None],
+    emit: Callable[[Event], None],
 ) -> SelectionResult:
     """Pick the safest (snapshot, scale) within the job's utility budget; the model keeps the pick."""
     candidates = {**snapshots, final_step: trainable_state(model)}
@@ -101,7 +103,7 @@ def run_selection(
         ev = evaluate_model(m, tokenizer, sets, eval_cfg, model_name="selection")
         counts = ev.counts("refusal_keyword", harmful=True)
         done[0] += 1
-        emit("selection", candidates_scored=done[0])
+        emit(SelectionEvent(candidates_scored=done[0]))
         return counts["harmful"] / counts["n"], counts["refused"] / counts["n"]
 
     def val_loss(m: nn.Module) -> float:

@@ -14,6 +14,7 @@ import threading
 from queue import Queue
 
 from safetune import queue
+from safetune.base_models import registry
 from safetune.config import get_settings
 from worker.pipeline import run_job
 from worker.reaper import start_background_reaper
@@ -41,6 +42,11 @@ def start() -> None:
     with _lock:
         if _started:
             return
+        # Fail closed like a Celery worker does at start-up (worker.signals): a bad entry stops here.
+        if any(info.entry is not None for info in registry().values()):
+            from worker.job_model import check_registered_models  # loads transformers
+
+            check_registered_models()
         threading.Thread(target=_run_forever, name="safetune-embedded-worker", daemon=True).start()
         settings = get_settings()
         start_background_reaper(max(5.0, settings.heartbeat_seconds * 2))

@@ -30,6 +30,8 @@ def ensure_model(name: str, cache: Path) -> Path:
     target = info.local_dir(cache)
     if (target / "config.json").exists():
         return target
+    if info.source == "file":  # an operator's folder is never built here
+        raise ModelUnavailable(f"base model {name!r}: its folder {target} has no config.json")
     cache.mkdir(parents=True, exist_ok=True)
     # Two workers starting at once must not both convert: the second waits, then finds it built.
     with (cache / f".{name}.lock").open("w") as lock:

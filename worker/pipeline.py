@@ -8,7 +8,6 @@ all of its memory, a crash in training cannot take the Celery worker down, and a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,9 +24,11 @@ from safetune.errors import ErrorCode
 from safetune.models import Job
 from safetune.queue import enqueue_training
 from safetune.repositories import job_queue, job_runs, storage
+from sap_core.generation_engines import candidate_engines
 from worker import finite_json, shutdown
 from worker.archives import sha256_hex, unzip_to, zip_adapter
 from worker.base_eval_keys import base_eval_needs
+from worker.child_protocol import ChildRequest, ErrorEvent, write_request
 from worker.db_retry import is_transient, with_db_retry
 from worker.eval_device import evaluation_device
 from worker.progress import HeartbeatLost
@@ -103,25 +104,26 @@ def _prepare_inputs(job_id: str, job_dir: Path) -> None:
             resume_dir = job_dir / "resume"
             unzip_to(resume[1], resume_dir)
             job_runs.add_event(session, job_id, "resumed", f"resuming from checkpoint at step {resume[0]}")
-        request = {
-            "job_id": job_id,
-            "base_model": job.base_model,
-            "model_cache": str(settings.model_cache),
-            "device": settings.training_device,
+        request = ChildRequest(
+            job_id=job_id,
+            base_model=job.base_model,
+            model_cache=str(settings.model_cache),
+            device=settings.training_device,
             # Resolved here, once: the child evaluates with exactly these options, so its base-eval
             # cache keys are the ones _cached_base_evals looked up.
-            "evaluation": options,
-            "spec": job.spec,
-            "guard": job.guard,
-            "train_path": str(job_dir / "train.jsonl"),
-            "val_path": str(val_path) if val_path else None,
-            "eval_prompts_path": str(eval_path) if eval_path else None,
-            "resume_from": str(resume_dir) if resume_dir else None,
-            "checkpoint_dir": str(job_dir / "checkpoints"),
-            "output_dir": str(job_dir / "output"),
-            "base_eval_cache": _cached_base_evals(session, job, eval_path, options),
-        }
-    (job_dir / "request.json").write_text(json.dumps(request))
+            evaluation=options,
+            spec=job.spec,
+            guard=job.guard,
+            train_path=str(job_dir / "train.jsonl"),
+            val_path=str(val_path) if val_path else None,
+            eval_prompts_path=str(eval_path) if eval_path else None,
+            resume_from=str(resume_dir) if resume_dir else None,
+            checkpoint_dir=str(job_dir / "checkpoints"),
+            output_dir=str(job_dir / "output"),
+            base_eval_cache=_cached_base_evals(session, job, eval_path, options),
+            eval_engine=settings.eval_engine,
+        )
+    write_request(job_dir, request)
 
 
 def _cached_base_evals(
@@ -129,13 +131,21 @@ def _cached_base_evals(
 ) -> dict[str, Any]:
     """Only the cache entries this job's child will look up: the shipped sets' entry for this
     model's current content, and the user set's entry of this job's own tenant."""
+    settings = get_settings()
     try:
-        needs = base_eval_needs(
-            job.base_model,
-            get_settings().model_cache,
-            options,
-            str(eval_path) if eval_path else None,
-        )
+        # The child picks its engine on its own device (and may fall back), so every engine it might
+        # use gets its entries: an entry is only ever read under its own engine's key.
+        needs = [
+            need
+            for engine in candidate_engines(settings.eval_engine)
+            for need in base_eval_needs(
+                job.base_model,
+                settings.model_cache,
+                options,
+                str(eval_path) if eval_path else None,
+                engine=engine,
+            )
+        ]
     except ValueError:  # an unreadable prompt set: the child reports it with the job's error
         return {}
     entries: dict[str, Any] = {}
@@ -169,7 +179,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             if job_runs.requeue(session, job_id, reason):
                 on_commit(session, lambda: enqueue_training(job_id))
         elif outcome.done is not None:
-            report = finite_json.loads(Path(outcome.done["report_path"]).read_text())
+            report = finite_json.loads(Path(outcome.done.report_path).read_text())
             verdict = (report.get("verdict") or {}).get("status")
             if verdict not in VERDICTS:
                 # Never publish a made-up verdict: a "warn" nobody computed reads as a real result.
@@ -180,7 +190,7 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
                     f"the safety report has no valid verdict (got {verdict!r}); no result was stored",
                 )
                 return
-            adapter_zip = zip_adapter(Path(outcome.done["adapter_dir"]))
+            adapter_zip = zip_adapter(Path(outcome.done.adapter_dir))
             summary = report.get("summary", {})
             job_runs.mark_succeeded(
                 session,
@@ -208,10 +218,9 @@ def _record_outcome_once(job_id: str, outcome: ChildOutcome) -> None:
             return
 
 
-def _child_failure(error: dict[str, Any]) -> tuple[ErrorCode, str]:
+def _child_failure(error: ErrorEvent) -> tuple[ErrorCode, str]:
     """The child's error event as (code, message); a code we do not know is kept in the message."""
-    message = str(error.get("message", "training failed"))
-    code = ErrorCode.for_job_failure(error.get("code"))
+    code = ErrorCode.for_job_failure(error.code)
     if code is None:
-        return ErrorCode.TRAINING_FAILED, f"{message} (unknown error code {error.get('code')!r})"
-    return code, message
+        return ErrorCode.TRAINING_FAILED, f"{error.message} (unknown error code {error.code!r})"
+    return code, error.message

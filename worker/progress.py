@@ -13,6 +13,7 @@ from safetune.db import session_scope
 from safetune.models import JobStatus
 from safetune.repositories import job_results, job_runs
 from sap_core.progress import format_seconds
+from worker.child_protocol import EvalEvent, PlanEvent, StageProgressEvent, StepEvent, fields_of
 from worker.db_retry import is_transient
 
 log = logging.getLogger("safetune.worker")
@@ -65,32 +66,28 @@ class ProgressWriter:
             job_runs.set_stage(session, self.job_id, stage, status)
             job_runs.add_event(session, self.job_id, "stage", f"stage: {stage}", data={"stage": stage})
 
-    def plan(self, event: dict[str, Any]) -> None:
-        self.total_steps = int(event["total_steps"])
+    def plan(self, event: PlanEvent) -> None:
+        self.total_steps = event.total_steps
         with session_scope() as session:
             job_runs.heartbeat(session, self.job_id, total_steps=self.total_steps)
             job_runs.add_event(
                 session,
                 self.job_id,
                 "plan",
-                f"{self.total_steps} optimizer steps over {event.get('num_examples')} examples",
-                data={k: v for k, v in event.items() if k != "event"},
+                f"{self.total_steps} optimizer steps over {event.num_examples} examples",
+                data=fields_of(event),
             )
 
-    def step(self, event: dict[str, Any]) -> None:
-        step = int(event["step"])
-        self.pending.update(
-            step=step,
-            last_loss=event.get("loss"),
-            tokens_per_second=event.get("tokens_per_second"),
-        )
+    def step(self, event: StepEvent) -> None:
+        step = event.step
+        self.pending.update(step=step, last_loss=event.loss, tokens_per_second=event.tokens_per_second)
         self.metrics.setdefault(step, {}).update(
-            train_loss=event.get("loss"),
-            learning_rate=event.get("lr"),
+            train_loss=event.loss,
+            learning_rate=event.lr,
             tokens=self._step_tokens(event),
-            elapsed_seconds=event.get("elapsed_seconds"),
+            elapsed_seconds=event.elapsed_seconds,
         )
-        total = self.total_steps or int(event.get("total_steps") or step)
+        total = self.total_steps or event.total_steps or step
         every = max(1, total // METRIC_EVENTS_PER_JOB)
         if step % every == 0 or step == total:
             with session_scope() as session:
@@ -98,57 +95,53 @@ class ProgressWriter:
                     session,
                     self.job_id,
                     "metrics",
-                    f"step {step}/{total}: loss {_fmt(event.get('loss'))}",
-                    data={k: v for k, v in event.items() if k != "event"},
+                    f"step {step}/{total}: loss {_fmt(event.loss)}",
+                    data=fields_of(event),
                 )
 
-    def stage_progress(self, event: dict[str, Any]) -> None:
+    def stage_progress(self, event: StageProgressEvent) -> None:
         """The child's done/total/ETA of a long stage: on the row at the next tick, as an event
         each time another tenth is done (and at the end)."""
-        done, total = int(event["done"]), int(event["total"])
-        eta = event.get("eta_s")
-        self.pending["stage_progress"] = {"stage": event["stage"], "done": done, "total": total, "eta_s": eta}
+        done, total, eta = event.done, event.total, event.eta_s
+        self.pending["stage_progress"] = {"stage": event.stage, "done": done, "total": total, "eta_s": eta}
         tenth = STAGE_PROGRESS_EVENTS * done // total if total else STAGE_PROGRESS_EVENTS
         announced = self.stage_progress_tenth
         if announced is not None and tenth <= announced and done < total:
             return
         self.stage_progress_tenth = tenth
-        eta_text = "" if eta is None else f", ETA {format_seconds(float(eta))}"
+        eta_text = "" if eta is None else f", ETA {format_seconds(eta)}"
         with session_scope() as session:
             job_runs.add_event(
                 session,
                 self.job_id,
                 "stage_progress",
-                f"{event['stage']}: {done}/{total} {event.get('unit', 'prompts')}{eta_text}",
-                data={k: v for k, v in event.items() if k != "event"},
+                f"{event.stage}: {done}/{total} {event.unit}{eta_text}",
+                data=fields_of(event),
             )
 
-    def _step_tokens(self, event: dict[str, Any]) -> int | None:
+    def _step_tokens(self, event: StepEvent) -> int | None:
         """Tokens of one step, from the child's throughput and the time since its previous step.
 
         The child reports tokens/s and the seconds since training (or the resumed attempt) began,
         not the count itself, so this is an estimate: the interval also holds the previous step's
         validation or checkpoint, if any, which over-counts those steps.
         """
-        rate, elapsed = event.get("tokens_per_second"), event.get("elapsed_seconds")
+        rate, elapsed = event.tokens_per_second, event.elapsed_seconds
         if rate is None or elapsed is None:
             return None
-        interval, self.last_elapsed = max(0.0, float(elapsed) - self.last_elapsed), float(elapsed)
-        return round(float(rate) * interval)
+        interval, self.last_elapsed = max(0.0, elapsed - self.last_elapsed), elapsed
+        return round(rate * interval)
 
-    def validation(self, event: dict[str, Any]) -> None:
-        if event.get("step") is not None:
-            self.metrics.setdefault(int(event["step"]), {})["valid_loss"] = event.get("val_loss")
-        self.pending["last_val_loss"] = event.get("val_loss")
-        if event.get("best_step") is not None:
-            self.pending["best_step"] = event["best_step"]
+    def validation(self, event: EvalEvent) -> None:
+        self.metrics.setdefault(event.step, {})["valid_loss"] = event.val_loss
+        self.pending["last_val_loss"] = event.val_loss
         with session_scope() as session:
             job_runs.add_event(
                 session,
                 self.job_id,
                 "validation",
-                f"step {event.get('step')}: validation loss {_fmt(event.get('val_loss'))}",
-                data={k: v for k, v in event.items() if k != "event"},
+                f"step {event.step}: validation loss {_fmt(event.val_loss)}",
+                data=fields_of(event),
             )
 
     def tick(self) -> tuple[bool, bool]:

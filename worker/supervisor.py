@@ -16,14 +16,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
+from typing import Any, Literal
 
 from safetune.config import get_settings
 from safetune.db import session_scope
 from safetune.errors import ErrorCode
 from safetune.repositories import job_runs
-from worker import child_lifecycle, finite_json, shutdown
+from worker import child_lifecycle, shutdown
 from worker.checkpoints import CheckpointStore
+from worker.child_protocol import (
+    BaseEvalEvent,
+    CheckpointEvent,
+    DoneEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    PlanEvent,
+    ProtocolError,
+    ScreeningEvent,
+    StageEvent,
+    StageProgressEvent,
+    StepEvent,
+    fields_of,
+    parse_event_line,
+)
 from worker.db_retry import with_db_retry
 from worker.launch import training_launch
 from worker.progress import ProgressWriter
@@ -37,8 +53,8 @@ TERM_GRACE_SECONDS = 5.0  # after SIGTERM to the process group, before SIGKILL
 
 @dataclass
 class ChildOutcome:
-    done: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    done: DoneEvent | None = None
+    error: ErrorEvent | None = None
     # "cancel" | "shutdown": the child was asked to stop; "abort": the supervisor failed the run
     # (error says why); "lost": the job is no longer ours (reaped), so nothing may be recorded.
     stop_reason: str | None = None
@@ -66,13 +82,14 @@ def supervise_child(job_id: str, job_dir: Path) -> ChildOutcome:
     return outcome
 
 
-def _read_events(stream: Any, sink: Queue[dict[str, Any] | None]) -> None:
+def _read_events(stream: Any, sink: Queue[Event | ProtocolError | None]) -> None:
     for line in stream:
         try:
-            event = finite_json.loads(line)
-        except ValueError:
-            event = None
-        if isinstance(event, dict):
+            event = parse_event_line(line)
+        except ProtocolError as exc:
+            sink.put(exc)  # the relay fails the job; reading on would only block a dying pipe
+            break
+        if event is not None:
             sink.put(event)
         else:
             log.debug("non-event output from child: %s", line.rstrip())
@@ -88,23 +105,28 @@ def _relay(
     checkpoints: CheckpointStore,
 ) -> ChildOutcome:
     """Run until the child has exited, or until it must be stopped (then the caller stops it)."""
-    events: Queue[dict[str, Any] | None] = Queue()
+    events: Queue[Event | ProtocolError | None] = Queue()
     threading.Thread(target=_read_events, args=(child.stdout, events), daemon=True).start()
     outcome = ChildOutcome()
     give_up_at: float | None = None  # after a STOP request, or once stdout closed
     stream_open = True
     while stream_open or child.poll() is None:
         try:
-            event = events.get(timeout=0.5)
+            event: Event | ProtocolError | None | Literal[False] = events.get(timeout=0.5)
         except Empty:
-            event = {}
+            event = False
         if event is None:
             stream_open = False
             give_up_at = give_up_at or time.monotonic() + KILL_GRACE_SECONDS
-        elif event:
+        elif isinstance(event, ProtocolError):
+            # A child we cannot understand cannot be trusted with the job: fail it, never guess.
+            message = f"the training process broke the child protocol: {event}"
+            outcome.error = ErrorEvent(code=ErrorCode.INTERNAL.code, message=message)
+            outcome.stop_reason = "abort"
+        elif event is not False:
             with_db_retry(
                 functools.partial(_handle_event, job_id, event, outcome, progress, watchdog, checkpoints),
-                what=f"event {event.get('event')}",
+                what=f"event {event.kind}",
                 deadline=progress.lease_deadline(),
             )
         if outcome.stop_reason is None:
@@ -113,6 +135,10 @@ def _relay(
                 # Ask politely (the child checks for this file between steps), then insist.
                 (job_dir / child_lifecycle.STOP_FILE).write_text(reason)
                 give_up_at = time.monotonic() + KILL_GRACE_SECONDS
+        elif outcome.stop_reason in ("cancel", "shutdown") and not progress.tick()[0]:
+            # While the child checkpoints and exits the job is still ours: the heartbeat goes on, or
+            # the reaper would take the stopping job for a dead one and requeue it under us.
+            outcome.stop_reason = "lost"
         if outcome.stop_reason == "lost":
             return outcome  # someone else owns the job now: write nothing more
         if outcome.stop_reason == "abort":
@@ -128,7 +154,7 @@ def _check_health(outcome: ChildOutcome, progress: ProgressWriter, watchdog: Ste
     """The reason to stop the child now, if there is one (see ChildOutcome.stop_reason)."""
     stalled = watchdog.overdue()
     if stalled is not None:
-        outcome.error = {"code": ErrorCode.TRAINING_STALLED.code, "message": stalled}
+        outcome.error = ErrorEvent(code=ErrorCode.TRAINING_STALLED.code, message=stalled)
         return "abort"
     still_active, cancel = progress.tick()
     if not still_active:
@@ -140,62 +166,62 @@ def _check_health(outcome: ChildOutcome, progress: ProgressWriter, watchdog: Ste
 
 def _handle_event(
     job_id: str,
-    event: dict[str, Any],
+    event: Event,
     outcome: ChildOutcome,
     progress: ProgressWriter,
     watchdog: StepWatchdog,
     checkpoints: CheckpointStore,
 ) -> None:
-    kind = event.get("event")
-    if kind == "stage":
-        watchdog.training(event["stage"] == "training")
-        progress.stage(event["stage"])
-    elif kind == "plan":
+    if isinstance(event, StageEvent):
+        watchdog.training(event.stage == "training")
+        progress.stage(event.stage)
+    elif isinstance(event, PlanEvent):
         progress.plan(event)
-    elif kind == "stage_progress":
+    elif isinstance(event, StageProgressEvent):
         watchdog.progress(step=False)
         progress.stage_progress(event)
-    elif kind == "step":
+    elif isinstance(event, StepEvent):
         watchdog.progress(step=True)
         progress.step(event)
-        if event.get("loss") is None:  # NaN/inf arrive as null (finite_json); a step always has a loss
-            outcome.error = {
-                "code": ErrorCode.TRAINING_DIVERGED.code,
-                "message": f"training diverged at step {event.get('step')}: the loss is not a finite "
+        if event.loss is None:  # NaN/inf arrive as null (finite_json); a step always has a loss
+            outcome.error = ErrorEvent(
+                code=ErrorCode.TRAINING_DIVERGED.code,
+                message=f"training diverged at step {event.step}: the loss is not a finite "
                 "number (try a lower learning_rate or check the training data)",
-            }
+            )
             outcome.stop_reason = "abort"
-    elif kind == "eval":
+    elif isinstance(event, EvalEvent):
         watchdog.progress(step=False)
         progress.validation(event)
-    elif kind == "checkpoint":
+    elif isinstance(event, CheckpointEvent):
         watchdog.progress(step=False)
         checkpoints.store(event)
-    elif kind == "screening":
+    elif isinstance(event, ScreeningEvent):
         with session_scope() as session:
             job_runs.add_event(
                 session,
                 job_id,
                 "screening",
-                f"data screening: {event['flagged_share']:.1%} of examples flagged as harmful",
-                data={k: v for k, v in event.items() if k != "event"},
-                level="warning" if event["flagged_lines"] else "info",
+                f"data screening: {event.flagged_share:.1%} of examples flagged as harmful",
+                data=fields_of(event),
+                level="warning" if event.flagged_lines else "info",
             )
-    elif kind == "base_eval":
+    elif isinstance(event, BaseEvalEvent):
         with session_scope() as session:
             job_runs.store_base_eval(
                 session,
                 job_id,
-                key=event["key"],
-                base_model=event["base_model"],
+                key=event.key,
+                base_model=event.base_model,
                 # Anything not explicitly the shipped sets stays with the job's tenant.
-                shared=event.get("scope") == "shared",
-                result=event["result"],
+                shared=event.scope == "shared",
+                result=event.result,
             )
-    elif kind == "done":
+    elif isinstance(event, DoneEvent):
         outcome.done = event
-    elif kind == "error":
+    elif isinstance(event, ErrorEvent):
         outcome.error = event
+    # "selection" and "stopped" need no action here: the stage and the exit code tell the rest.
 
 
 def _tail(path: Path, limit: int = 1500) -> str:

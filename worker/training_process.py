@@ -7,7 +7,6 @@ process can be killed at any moment and all of its memory goes with it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,15 +19,32 @@ import torch
 from safetune.errors import ErrorCode
 from sap_core.adapters import save_adapter
 from sap_core.distributed import Ranks
-from sap_core.modeling import attach_lora, load_base_model
+from sap_core.modeling import attach_lora
 from sap_core.screening import screen_examples
 from sap_core.train import StepState, TrainingCallback, evaluation_loss, finetune
 from worker import finite_json
+from worker.child_datasets import read_chat_jsonl, split_validation
 from worker.child_evaluation import run_safety_evaluation
 from worker.child_guards import SelectionSnapshots, guard_inputs, guard_record, run_selection
 from worker.child_lifecycle import STOP_FILE, exit_with_parent
+from worker.child_protocol import (
+    CheckpointEvent,
+    DoneEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    PlanEvent,
+    ProtocolError,
+    ScreeningEvent,
+    StageEvent,
+    StepEvent,
+    StoppedEvent,
+    encode_event,
+    read_request,
+)
 from worker.child_ranks import join_ranks, leave_ranks
-from worker.model_store import ModelUnavailable, ensure_model
+from worker.job_model import QuantizationRejected, apply_model_defaults, load_job_model
+from worker.model_store import ModelUnavailable
 from worker.spec_mapping import evaluation_options, train_config_from_spec
 
 # Test-only fault injection: a worker started with this variable fails jobs whose suffix equals its
@@ -47,6 +63,16 @@ class DatasetRejected(Exception):
     """The training data failed the harmful-content screen the job asked for."""
 
 
+# (exception, the job's error code): the expected ways a run ends early; anything else is a bug
+# (traceback in the stderr log, training_failed). A bad request.json is the supervisor's bug.
+FAILURE_CODES: tuple[tuple[type[Exception], ErrorCode], ...] = (
+    (DatasetRejected, ErrorCode.DATASET_HARMFUL),
+    (ModelUnavailable, ErrorCode.BASE_MODEL_UNAVAILABLE),
+    (SpecRejected, ErrorCode.SPEC_INVALID),
+    (ProtocolError, ErrorCode.INTERNAL),
+)
+
+
 class EventChannel:
     """JSON lines on a private copy of stdout, so stray prints from libraries cannot corrupt them.
 
@@ -59,10 +85,10 @@ class EventChannel:
         os.dup2(2, 1)  # anything else written to stdout goes to the stderr log
         sys.stdout = sys.stderr
 
-    def emit(self, event: str, **data: Any) -> None:
+    def emit(self, event: Event) -> None:
         if self._out is None:
             return
-        self._out.write(finite_json.dumps({"event": event, **data}) + "\n")
+        self._out.write(encode_event(event) + "\n")
         self._out.flush()
 
 
@@ -85,21 +111,21 @@ class ChildCallback(TrainingCallback):
     def on_step_end(self, state: StepState) -> str | None:
         if not self.planned:
             self.events.emit(
-                "plan",
-                total_steps=state.total_steps,
-                num_examples=self.num_examples,
-                world_size=self.world_size,
+                PlanEvent(
+                    total_steps=state.total_steps, num_examples=self.num_examples, world_size=self.world_size
+                )
             )
             self.planned = True
         faulty = bool(self.fault_at) and state.step >= self.fault_at
         self.events.emit(
-            "step",
-            step=state.step,
-            total_steps=state.total_steps,
-            loss=float("nan") if faulty and self.fault_kind == "nan" else state.loss,
-            lr=state.learning_rate,
-            tokens_per_second=state.tokens_per_second,
-            elapsed_seconds=state.elapsed_seconds,
+            StepEvent(
+                step=state.step,
+                total_steps=state.total_steps,
+                loss=float("nan") if faulty and self.fault_kind == "nan" else state.loss,
+                lr=state.learning_rate,
+                tokens_per_second=state.tokens_per_second,
+                elapsed_seconds=state.elapsed_seconds,
+            )
         )
         if faulty and self.fault_kind == "hang":
             time.sleep(24 * 3600)
@@ -111,45 +137,21 @@ class ChildCallback(TrainingCallback):
         return None
 
     def on_evaluate(self, state: StepState, val_loss: float) -> None:
-        self.events.emit("eval", step=state.step, val_loss=val_loss)
+        self.events.emit(EvalEvent(step=state.step, val_loss=val_loss))
 
     def on_checkpoint(self, state: StepState, checkpoint_dir: Path) -> None:
         self.events.emit(
-            "checkpoint",
-            step=state.step,
-            path=str(checkpoint_dir),
-            train_loss=state.loss,
-            val_loss=state.val_loss,
+            CheckpointEvent(
+                step=state.step, path=str(checkpoint_dir), train_loss=state.loss, val_loss=state.val_loss
+            )
         )
-
-
-def read_chat_jsonl(path: str | None) -> list[list[dict[str, str]]]:
-    if not path:
-        return []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["messages"] for line in lines if line.strip()]
-
-
-def split_validation(
-    train: list[list[dict[str, str]]], fraction: float, seed: int
-) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
-    """Deterministic held-out split (by seed) when the user gave no validation file."""
-    if fraction <= 0 or len(train) < 2:
-        return train, []
-    import random
-
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(round(len(train) * fraction)))
-    held = set(order[:n_val])
-    return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
 def _screen(train: list[list[dict[str, str]]], spec: dict[str, Any], events: EventChannel) -> dict[str, Any]:
     """Score the training data for harmful examples; reject it if the job set a limit it exceeds."""
-    events.emit("stage", stage="screening")
+    events.emit(StageEvent(stage="screening"))
     result = screen_examples(train).to_dict()
-    events.emit("screening", **result)
+    events.emit(ScreeningEvent(**result))
     limit = (spec.get("screening") or {}).get("reject_harmful_share")
     if limit is not None and result["flagged_share"] > limit:
         lines = ", ".join(str(n) for n in result["flagged_lines"][:20])
@@ -161,23 +163,22 @@ def _screen(train: list[list[dict[str, str]]], spec: dict[str, Any], events: Eve
 
 
 def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str | None = None) -> None:
-    request = json.loads((job_dir / "request.json").read_text())
-    spec = request["spec"]
+    request = read_request(job_dir)
+    spec = request.spec
     try:
-        config = train_config_from_spec(spec, request["guard"])
+        config = train_config_from_spec(spec, request.guard)
     except ValueError as exc:
         raise SpecRejected(str(exc)) from exc
-    events.emit("stage", stage="loading")
-    model_dir = ensure_model(request["base_model"], Path(request["model_cache"]))
+    events.emit(StageEvent(stage="loading"))
     quantization = spec.get("hyperparameters", {}).get("quantization")
     try:
-        model, tokenizer = load_base_model(model_dir, device, quantization=quantization)
-    except ValueError as exc:
-        if quantization is not None and "quantization" in str(exc):
-            raise SpecRejected(f"hyperparameters.{exc}") from exc  # e.g. no bitsandbytes here
-        raise
-    train = read_chat_jsonl(request["train_path"])
-    val = read_chat_jsonl(request.get("val_path"))
+        job_model = load_job_model(request.base_model, Path(request.model_cache), device, quantization)
+    except QuantizationRejected as exc:  # e.g. no bitsandbytes here
+        raise SpecRejected(str(exc)) from exc
+    model, tokenizer, model_dir = job_model.model, job_model.tokenizer, job_model.model_dir
+    config = apply_model_defaults(config, spec, job_model)
+    train = read_chat_jsonl(request.train_path)
+    val = read_chat_jsonl(request.val_path)
     if not val:
         train, val = split_validation(train, float(spec.get("validation_split") or 0.0), config.seed)
     screening = _screen(train, spec, events)
@@ -192,9 +193,9 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
             peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size
         )
 
-    events.emit("stage", stage="preparing_guard")
-    triples, anchors = guard_inputs(peft_model, tokenizer, config, request["base_model"], model_dir)
-    events.emit("stage", stage="training")
+    events.emit(StageEvent(stage="preparing_guard"))
+    triples, anchors = guard_inputs(peft_model, tokenizer, config, request.base_model, model_dir)
+    events.emit(StageEvent(stage="training"))
     callback = ChildCallback(events, job_dir, spec.get("suffix"), len(train), ranks.world_size)
     selection = spec.get("selection") or {}
     snapshots = SelectionSnapshots(peft_model, int(selection.get("snapshots", 3)))
@@ -207,18 +208,18 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
         contrastive=triples,
         anchor_set=anchors,
         callbacks=[callback, snapshots] if selection.get("enabled") else [callback],
-        checkpoint_dir=Path(request["checkpoint_dir"]) if config.checkpoint_every else None,
-        resume_from=Path(request["resume_from"]) if request.get("resume_from") else None,
+        checkpoint_dir=Path(request.checkpoint_dir) if config.checkpoint_every else None,
+        resume_from=Path(request.resume_from) if request.resume_from else None,
     )
     if callback.stopped:
-        events.emit("stopped", step=result.steps_done)
+        events.emit(StoppedEvent(step=result.steps_done))
         return
     if not ranks.is_main:
         return  # rank 0 alone saves, evaluates and reports; the weights are the same on every rank
 
     picked = None
     if selection.get("enabled"):
-        events.emit("stage", stage="selecting")
+        events.emit(StageEvent(stage="selecting"))
         picked = run_selection(
             peft_model,
             tokenizer,
@@ -229,21 +230,24 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
             config,
             events.emit,
         )
-    events.emit("stage", stage="saving")
-    output = Path(request["output_dir"])
-    adapter_dir = save_adapter(peft_model, output / "adapter", base_model_name=request["base_model"])
+    events.emit(StageEvent(stage="saving"))
+    output = Path(request.output_dir)
+    adapter_dir = save_adapter(
+        peft_model, output / "adapter", base_model_name=request.base_model, tokenizer=tokenizer
+    )
     loss_after = evaluation_loss(peft_model, tokenizer, utility_set, config.max_seq_len, config.batch_size)
 
-    events.emit("stage", stage="evaluating")
+    events.emit(StageEvent(stage="evaluating"))
     report = run_safety_evaluation(
         peft_model,
         tokenizer,
         request=request,
         config=config,
-        # The supervisor resolved the options (worker.pipeline); a request without them (written by
-        # hand, or by an older supervisor) gets the default for the device the model is on.
-        options=request.get("evaluation")
-        or evaluation_options(spec, "cuda" if next(peft_model.parameters()).is_cuda else "cpu"),
+        # The supervisor resolved the options (worker.pipeline); a request with none (written by
+        # hand) gets the default for the device the model is on.
+        options=request.evaluation
+        if request.evaluation is not None
+        else evaluation_options(spec, "cuda" if next(peft_model.parameters()).is_cuda else "cpu"),
         screening=screening,
         utility={
             "loss_set": "validation" if val else "training",
@@ -255,35 +259,40 @@ def run(job_dir: Path, events: EventChannel, ranks: Ranks = Ranks(), device: str
             "final_train_loss": result.final_loss,
         },
         emit=events.emit,
+        base_dir=model_dir,
+        adapter_dir=adapter_dir,
     )
     report["guard"] = guard_record(config, result.guard_settings)
+    report["chat_template"] = job_model.chat_template
     if picked is not None:
         report["selection"] = picked.to_dict()
     report_path = output / "report.json"
     report_path.write_text(finite_json.dumps(report))
-    events.emit("done", adapter_dir=str(adapter_dir), report_path=str(report_path))
+    events.emit(DoneEvent(adapter_dir=str(adapter_dir), report_path=str(report_path)))
+
+
+def _failure(exc: Exception) -> ErrorEvent:
+    """The error event for what ended the run."""
+    for kind, code in FAILURE_CODES:
+        if isinstance(exc, kind):
+            return ErrorEvent(code=code.code, message=str(exc))
+    traceback.print_exc()
+    return ErrorEvent(code=ErrorCode.TRAINING_FAILED.code, message=f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str]) -> int:
     exit_with_parent()
     job_dir = Path(argv[1])
-    setting = json.loads((job_dir / "request.json").read_text()).get("device", "auto")
+    try:
+        setting = read_request(job_dir).device
+    except ProtocolError:
+        setting = "auto"  # run() reads it again and reports what is wrong with it
     ranks, device = join_ranks(None if setting == "auto" else setting)
     events = EventChannel(silent=not ranks.is_main)
     try:
         run(job_dir, events, ranks, device)
-    except DatasetRejected as exc:
-        events.emit("error", code=ErrorCode.DATASET_HARMFUL.code, message=str(exc))
-        return 1
-    except ModelUnavailable as exc:
-        events.emit("error", code=ErrorCode.BASE_MODEL_UNAVAILABLE.code, message=str(exc))
-        return 1
-    except SpecRejected as exc:
-        events.emit("error", code=ErrorCode.SPEC_INVALID.code, message=str(exc))
-        return 1
     except Exception as exc:
-        traceback.print_exc()
-        events.emit("error", code=ErrorCode.TRAINING_FAILED.code, message=f"{type(exc).__name__}: {exc}")
+        events.emit(_failure(exc))
         return 1
     finally:
         leave_ranks()

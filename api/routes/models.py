@@ -11,7 +11,7 @@ from api import openai_mapping
 from api.deps import SessionDep, TenantDep, clean_id
 from api.errors import error_responses
 from api.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
-from safetune.base_models import REGISTRY
+from safetune.base_models import registry
 from safetune.errors import ErrorCode, SafetuneError
 from safetune.openai_schemas import ModelList, ModelObject
 from safetune.repositories import jobs as jobs_repo
@@ -31,14 +31,14 @@ openai_router = APIRouter(
 def list_base_models(tenant: TenantDep) -> BaseModelList:
     """The base models a job may name in `base_model`."""
     return BaseModelList(
-        data=[BaseModelRead.model_validate(info, from_attributes=True) for info in REGISTRY.values()]
+        data=[BaseModelRead.model_validate(info, from_attributes=True) for info in registry().values()]
     )
 
 
 @openai_router.get("/models", response_model=ModelList)
 def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
     """The base models, then the organization's fine-tuned models ("ft:…"), oldest first."""
-    base = [openai_mapping.base_model_object(name) for name in REGISTRY]
+    base = [openai_mapping.base_model_object(name) for name in registry()]
     tuned = [
         openai_mapping.fine_tuned_model_object(job)
         for job in jobs_repo.list_succeeded_jobs(session, tenant.id)
@@ -51,7 +51,7 @@ def retrieve_model(
     session: SessionDep, tenant: TenantDep, model: Annotated[str, Path(description="a model id")]
 ) -> ModelObject:
     """One base model, or one of the organization's fine-tuned models."""
-    if model in REGISTRY:
+    if model in registry():
         return openai_mapping.base_model_object(model)
     job_id = openai_mapping.fine_tuned_job_id(model)
     cleaned = clean_id(job_id) if job_id else None

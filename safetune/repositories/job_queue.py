@@ -59,7 +59,8 @@ def claim_parked_with_free_slots(session: Session, default_limit: int) -> list[s
     is locked, as in the worker's capacity check, so claims and wake-ups of one tenant are serialised.
     """
     tenants = session.scalars(
-        select(Job.tenant_id).where(Job.status == JobStatus.QUEUED, Job.stage == WAITING_FOR_SLOT)
+        select(Job.tenant_id)
+        .where(Job.status == JobStatus.QUEUED, Job.stage == WAITING_FOR_SLOT)
         .distinct()
         .order_by(Job.tenant_id)  # two reapers lock tenants in one order: no deadlock
     ).all()

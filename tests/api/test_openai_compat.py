@@ -13,6 +13,7 @@ from sqlalchemy import update
 from safetune.db import session_scope
 from safetune.models import Job, JobStatus, utcnow
 from safetune.openai_schemas import DEFAULT_LEARNING_RATE, STATUS_MAP
+from safetune.schemas import DEFAULT_GUARD
 from tests.api.conftest import TINY_MODEL, chat_jsonl, row_counts, set_status
 
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
@@ -113,7 +114,7 @@ def test_create_job_maps_openai_fields_onto_our_spec(
 def test_auto_values_and_method_supervised(client: TestClient, auth_headers: dict[str, str]) -> None:
     auto = create_job(client, auth_headers, hyperparameters={"n_epochs": "auto"}).json()
     assert auto["hyperparameters"] == {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1.0}
-    assert auto["safety"]["guard"] == "sap" and auto["seed"] == 0
+    assert auto["safety"]["guard"] == DEFAULT_GUARD and auto["seed"] == 0
     method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}
     assert create_job(client, auth_headers, method=method).json()["hyperparameters"]["n_epochs"] == 3
 

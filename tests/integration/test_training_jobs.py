@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import func, select
 from safetune.db import session_scope
 from safetune.models import Adapter, SafetyReport
 from sap_core.modeling import load_base_model
-from tests.integration.conftest import FAULT_SUFFIX, model_cache_dir, wait_for
+from tests.integration.conftest import FAULT_SUFFIX, WorkerProcess, model_cache_dir, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,14 @@ def test_job_trains_evaluates_and_serves_a_loadable_adapter(client, auth_headers
     assert download.headers["content-type"] == "application/zip"
     assert job_id in download.headers["content-disposition"]
     archive = zipfile.ZipFile(io.BytesIO(download.content))
-    assert sorted(archive.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
+    # The two PEFT files, plus the tokenizer and the exact chat template the job trained with.
+    assert sorted(archive.namelist()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "chat_template.jinja",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
     # The downloaded adapter, loaded by plain PEFT on the base model, reproduces the worker's logits.
     folder = model_cache_dir() / "downloads" / job_id
@@ -177,7 +185,9 @@ def test_training_crash_fails_the_job_with_its_error(client, auth_headers, start
     assert client.get(f"/jobs/{job_id}/adapter", headers=auth_headers).status_code == 404
 
 
-def test_the_evaluating_stage_reports_prompts_done_and_an_eta(client, auth_headers, start_worker) -> None:
+def test_the_evaluating_stage_reports_prompts_done_and_an_eta(
+    client: TestClient, auth_headers: dict[str, str], start_worker: Callable[..., WorkerProcess]
+) -> None:
     """GET /jobs/{id} shows the evaluation's progress while it runs, and the events keep it."""
     worker = start_worker()
     # Options no other test uses, so the base model is evaluated here too (not read from the cache).

@@ -121,3 +121,25 @@ def test_anchor_keeps_the_anchor_answers_closer_to_the_base_than_plain_sft() -> 
     anchored = _anchor_kl_after("anchor")
     assert plain > 0.01  # plain SFT on other data does move the anchor answers
     assert anchored < 0.75 * plain
+
+
+def test_on_a_base_that_refuses_nothing_the_anchor_stands_aside_and_says_why(tmp_path: Path) -> None:
+    # The default guard must not fail a job on an unaligned base (here the random tiny model, whose
+    # answers are never refusals): training matches plain SFT bit for bit and the report says why.
+    model, tok = _perturbed_lora()
+    cfg = AnchorConfig(n_harmful=4, n_benign=2, max_new_tokens=6)
+    examples = build_anchor_set(model, tok, cfg, cache_dir=tmp_path, model_id="tiny")
+    assert examples == []
+    guard = AnchorGuard(model, tok, examples, cfg, max_seq_len=64)
+    assert guard.settings()["inactive"].startswith("the base refuses none")
+
+    chats = make_chats(6)
+    runs = []
+    for guard_name in ("anchor", "none"):
+        model, tok = build_tiny_llama(0)
+        torch.manual_seed(0)
+        peft = attach_lora(model, LoraSpec(dropout=0.0))
+        config = TrainConfig(guard=guard_name, max_steps=2, batch_size=2, max_seq_len=64)
+        finetune(peft, tok, chats, config, anchor_set=[])
+        runs.append({n: p.detach().clone() for n, p in peft.named_parameters() if p.requires_grad})
+    assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])

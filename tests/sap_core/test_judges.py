@@ -83,7 +83,7 @@ def test_classifier_judge_combines_refusal_and_score() -> None:
     assert [x.harmful for x in v] == [True, False, False]  # refusal wins over a topical score
     assert [x.refused for x in v] == [False, True, False]
     assert v[0].score == pytest.approx(0.9)
-    assert judge.version == "1+fake"
+    assert judge.version == "2+fake"
 
 
 def test_real_classifier_judge_on_harmful_and_benign_answers() -> None:

@@ -39,6 +39,8 @@ def test_the_contract_breaks_on_safetune_importing_the_worker_by_name(tmp_path: 
     for package in ("safetune", "api", "sap_core", "worker", "cli"):
         (project / package).mkdir(parents=True)
         (project / package / "__init__.py").write_text("")
+    # Modules the real contracts name, so that only the by-name import can break them.
+    (project / "worker" / "child_protocol.py").write_text("")
     (project / "scripts").mkdir()
     (project / "scripts" / "import_contracts.py").write_text(
         (REPO_ROOT / "scripts" / "import_contracts.py").read_text()

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +16,7 @@ from sqlalchemy import update
 from safetune import queue
 from safetune.config import get_settings
 from safetune.datasets import DatasetLimits, parse_dataset
-from safetune.db import session_scope
+from safetune.db import reset_engine, session_scope
 from safetune.models import Job, utcnow
 from safetune.queue import TRAINING_QUEUE
 from safetune.repositories import files as files_repo
@@ -24,6 +25,7 @@ from safetune.repositories import tenants as tenants_repo
 from safetune.schemas import JobSpec
 
 DATA = b'{"prompt": "p", "completion": "c"}\n'
+FAULT_SUFFIX = "supervised-fault"  # the job suffix the child's test-only fault injection hits
 
 
 @pytest.fixture()
@@ -95,3 +97,21 @@ def sent_job_ids(redis_url: str) -> Iterator[Callable[[], list[str]]]:
 
     yield _sent
     client.close()
+
+
+@pytest.fixture()
+def supervised(
+    worker_settings: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
+    """supervised(fault=None, **settings): settings for an in-process run_job with a faulty child."""
+
+    def configure(fault: str | None = None, **settings: str) -> None:
+        if fault:
+            monkeypatch.setenv("SAFETUNE_FAULT_SUFFIX", FAULT_SUFFIX)
+            monkeypatch.setenv("SAFETUNE_FAULT_KIND", fault)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        worker_settings(training_device="cpu", work_dir=str(tmp_path / "jobs"), **settings)
+        reset_engine()
+
+    yield configure
+    reset_engine()

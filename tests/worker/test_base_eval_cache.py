@@ -7,7 +7,6 @@ folder in a temporary model cache); the last one runs real training children on 
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from safetune.repositories import job_runs
 from tests.worker.conftest import set_columns
 from tests.worker.test_supervisor import load, run, spec
 from worker.base_eval_keys import base_eval_needs
+from worker.child_protocol import read_request
 from worker.pipeline import _prepare_inputs
 
 MODEL = "tiny-random-llama"
@@ -68,8 +68,7 @@ def with_eval_file(job_id: str) -> None:
 def request_cache(job_id: str, tmp_path: Path) -> dict[str, Any]:
     job_dir = tmp_path / "prepared" / job_id
     _prepare_inputs(job_id, job_dir)
-    cache: dict[str, Any] = json.loads((job_dir / "request.json").read_text())["base_eval_cache"]
-    return cache
+    return read_request(job_dir).base_eval_cache
 
 
 def keys_for(cache: Path, eval_prompts: Path | None, options: dict[str, Any]) -> list[str | None]:
@@ -186,3 +185,26 @@ def test_real_children_hit_the_cache_until_the_model_is_rebuilt(
     assert load(third).status == "succeeded"
     assert base_model_in_report(third) == MODEL
     assert cached(rebuilt_key) is not None
+
+
+def test_the_child_gets_the_entry_of_each_engine_it_might_use(
+    model_cache: Path, make_job: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"max_prompts": 1, "max_new_tokens": 2}
+    job_id = make_job(spec={"evaluation": options})
+    fake_model(model_cache)
+    keys = {}
+    for engine in ("transformers", "vllm"):
+        (need,) = base_eval_needs(MODEL, model_cache, options, None, engine=engine)
+        assert need.key is not None
+        keys[engine] = need.key
+        store(job_id, need.key, shared=True, marker=engine)
+    assert keys["transformers"] != keys["vllm"]  # different engines can write different answers
+    # No vllm on this worker: the child can only generate with transformers.
+    assert request_cache(job_id, tmp_path / "without") == {keys["transformers"]: {"marker": "transformers"}}
+    # With vllm importable the supervisor cannot tell whether the child (GPU or not, vLLM failing or
+    # not) will use it, so it hands over both; the child reads only its own engine's key.
+    (tmp_path / "site" / "vllm").mkdir(parents=True)
+    (tmp_path / "site" / "vllm" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert request_cache(job_id, tmp_path / "with") == {key: {"marker": e} for e, key in keys.items()}

@@ -12,16 +12,17 @@ from safetune.models import Checkpoint, Tenant
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
 from worker.checkpoints import CheckpointStore
+from worker.child_protocol import CheckpointEvent
 
 
-def child_checkpoint(tmp_path: Path, step: int) -> dict[str, object]:
+def child_checkpoint(tmp_path: Path, step: int) -> CheckpointEvent:
     """A checkpoint folder as the training child writes it, and the event that announces it."""
     folder = tmp_path / f"step-{step}"
     (folder / "adapter").mkdir(parents=True)
     (folder / "adapter" / "adapter_config.json").write_text('{"r": 8}')
     (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"w" * 1000)
     (folder / "trainer_state.safetensors").write_bytes(b"s" * 1000)
-    return {"event": "checkpoint", "step": step, "path": str(folder), "train_loss": 1.0, "val_loss": None}
+    return CheckpointEvent(step=step, path=str(folder), train_loss=1.0, val_loss=None)
 
 
 def stored_steps(job_id: str) -> list[int]:

@@ -14,6 +14,7 @@ from safetune.errors import ErrorCode
 from safetune.models import Adapter, Job
 from safetune.repositories import job_runs
 from worker import pipeline
+from worker.child_protocol import DoneEvent, ErrorEvent
 from worker.supervisor import ChildOutcome
 
 
@@ -39,7 +40,7 @@ def finished_child(tmp_path: Path, report: dict[str, Any]) -> ChildOutcome:
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
     (tmp_path / "report.json").write_text(json.dumps(report))
-    return ChildOutcome(done={"adapter_dir": str(adapter), "report_path": str(tmp_path / "report.json")})
+    return ChildOutcome(done=DoneEvent(adapter_dir=str(adapter), report_path=str(tmp_path / "report.json")))
 
 
 @pytest.mark.parametrize("verdict", [None, {}, {"status": None}, {"status": "maybe"}])
@@ -67,13 +68,13 @@ def test_a_valid_verdict_is_stored(running_job: str, tmp_path: Path) -> None:
         ("base_model_unavailable", "base_model_unavailable", "not in the model cache"),
         ("dataset_harmful", "dataset_harmful", "not in the model cache"),
         ("oom_somewhere", "training_failed", "not in the model cache (unknown error code 'oom_somewhere')"),
-        (None, "training_failed", "not in the model cache (unknown error code None)"),
+        ("", "training_failed", "not in the model cache (unknown error code '')"),
     ],
 )
 def test_every_stored_failure_code_is_an_error_code_member(
-    running_job: str, tmp_path: Path, child_code: str | None, stored_code: str, message: str
+    running_job: str, tmp_path: Path, child_code: str, stored_code: str, message: str
 ) -> None:
-    outcome = ChildOutcome(error={"code": child_code, "message": "not in the model cache"})
+    outcome = ChildOutcome(error=ErrorEvent(code=child_code, message="not in the model cache"))
     pipeline._record_outcome(running_job, tmp_path, outcome)
     job, _ = load(running_job)
     assert (job.status, job.error_code, job.error_message) == ("failed", stored_code, message)

@@ -8,6 +8,7 @@ import csv
 import io
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -16,28 +17,28 @@ from safetune.models import Checkpoint, Job, StoredFile
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
 from safetune.repositories.storage import CheckpointRetention
+from worker.child_protocol import EvalEvent, PlanEvent, StepEvent
 from worker.progress import ProgressWriter
 
 KEEP_MANY = CheckpointRetention(keep_last=100, keep_best=True)
 
 
-def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> dict[str, object]:
-    return {
-        "event": "step",
-        "step": n,
-        "total_steps": 3,
-        "loss": loss,
-        "lr": 1e-4 * n,
-        "tokens_per_second": tokens_per_second,
-        "elapsed_seconds": elapsed,
-    }
+def step(n: int, loss: float, tokens_per_second: float, elapsed: float) -> StepEvent:
+    return StepEvent(
+        step=n,
+        total_steps=3,
+        loss=loss,
+        lr=1e-4 * n,
+        tokens_per_second=tokens_per_second,
+        elapsed_seconds=elapsed,
+    )
 
 
-def run_attempt(job_id: str, events: list[dict[str, object]]) -> None:
+def run_attempt(job_id: str, events: list[StepEvent | EvalEvent]) -> None:
     writer = ProgressWriter(job_id, heartbeat_seconds=0.0)
-    writer.plan({"total_steps": 3, "num_examples": 8})
+    writer.plan(PlanEvent(total_steps=3, num_examples=8, world_size=1))
     for event in events:
-        if event["event"] == "eval":
+        if isinstance(event, EvalEvent):
             writer.validation(event)
         else:
             writer.step(event)
@@ -84,7 +85,7 @@ def test_success_stores_the_metrics_csv_trained_tokens_and_the_final_checkpoint(
         job_id,
         [
             step(1, 2.0, tokens_per_second=100.0, elapsed=2.0),  # 200 tokens in 2 s
-            {"event": "eval", "step": 2, "val_loss": 1.75},
+            EvalEvent(step=2, val_loss=1.75),
             step(2, 1.5, tokens_per_second=50.0, elapsed=3.0),  # 50 in the next 1 s
             step(3, 1.25, tokens_per_second=10.0, elapsed=3.5),  # 5 in 0.5 s
         ],
@@ -187,24 +188,29 @@ def test_stage_progress_lands_on_the_row_each_tick_and_as_an_event_each_tenth(
     make_job: Callable[..., str],
 ) -> None:
     from tests.worker.conftest import set_columns
+    from worker.child_protocol import Event, StageProgressEvent
     from worker.stage_progress import StageProgress
 
     job_id = make_job()
     set_columns(job_id, status="running")
     writer = ProgressWriter(job_id, heartbeat_seconds=0.0)
     writer.stage("evaluating")
-    # The child's side: two passes (base, tuned) over two sets of 50 prompts, a batch of 5 at a time.
-    child = StageProgress(lambda _kind, **data: writer.stage_progress(data), "evaluating", 200, every_s=0)
+
+    # The child's side: 200 answers (base and tuned over 2 sets of 50), reported a batch of 5 at a time.
+    def supervisor(event: Event) -> None:  # what supervisor._handle_event does with this kind
+        assert isinstance(event, StageProgressEvent)
+        writer.stage_progress(event)
+
+    child = StageProgress(supervisor, "evaluating", 200, every_s=0)
     child.begin()
-    seen = []
-    for part in ("base", "tuned"):
-        report = child.part(part)
-        for set_name in ("harmful", "benign"):
-            for done in range(5, 51, 5):
-                report(set_name, done, 50)
-                writer.tick()
-                with session_scope() as session:
-                    seen.append(session.get(Job, job_id).stage_progress)  # type: ignore[union-attr]
+    seen: list[dict[str, Any]] = []
+    for done in range(5, 201, 5):
+        child.update(done, 200)
+        writer.tick()
+        with session_scope() as session:
+            row = session.get(Job, job_id)
+            assert row is not None and row.stage_progress is not None
+            seen.append(row.stage_progress)
     assert seen[0] == {"stage": "evaluating", "done": 5, "total": 200, "eta_s": seen[0]["eta_s"]}
     assert [s["done"] for s in seen] == list(range(5, 201, 5))
     assert seen[-1]["eta_s"] == 0.0

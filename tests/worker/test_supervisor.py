@@ -11,23 +11,20 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-import pytest
 
-from safetune.db import reset_engine, session_scope
+from safetune.db import session_scope
 from safetune.models import Job, utcnow
 from safetune.repositories import job_runs
 from safetune.repositories import jobs as jobs_repo
-from tests.worker.conftest import set_columns
+from tests.worker.conftest import FAULT_SUFFIX, set_columns
 from worker import reaper
 from worker.pipeline import run_job
 
-FAULT_SUFFIX = "supervised-fault"
 RUN_TIMEOUT = 240.0
 
 
@@ -91,24 +88,6 @@ class JobThread:
                 for proc in training_children(self.job_id):
                     proc.kill()
                 self.join(30)
-
-
-@pytest.fixture()
-def supervised(
-    worker_settings: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., None]]:
-    """supervised(fault=None, **settings): settings for an in-process run_job with a faulty child."""
-
-    def configure(fault: str | None = None, **settings: str) -> None:
-        if fault:
-            monkeypatch.setenv("SAFETUNE_FAULT_SUFFIX", FAULT_SUFFIX)
-            monkeypatch.setenv("SAFETUNE_FAULT_KIND", fault)
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        worker_settings(training_device="cpu", work_dir=str(tmp_path / "jobs"), **settings)
-        reset_engine()
-
-    yield configure
-    reset_engine()
 
 
 def run(job_id: str, timeout: float = RUN_TIMEOUT) -> JobThread:
