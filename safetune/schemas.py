@@ -246,7 +246,9 @@ class EvaluationOptions(InputSchema):
 
     max_prompts: int | None = Field(default=None, ge=1, le=10_000, description="cap per prompt set")
     max_new_tokens: int = Field(default=64, ge=1, le=512)
-    batch_size: int = Field(default=8, ge=1, le=128)
+    batch_size: int = Field(
+        default=64, ge=1, le=128, description="prompts per generation batch (halved when it does not fit)"
+    )
     thresholds: EvaluationThresholds = Field(default_factory=EvaluationThresholds)
 
 

@@ -37,6 +37,10 @@ from sap_core.step_guard import Batch, StepGuard
 
 # Bump when the way anchor answers are produced changes: old caches then miss.
 ANCHOR_SET_VERSION = "1"
+# Anchor sets shipped with the package (scripts/ship_anchor_set.py writes them), under the same
+# content key as a cache entry: a job on the bundled safe model skips generating its anchor answers,
+# and any change to the weights, prompts, answer length or template misses and generates as before.
+SHIPPED_ANCHOR_DIR = Path(__file__).parent / "resources" / "anchor_sets"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ def build_anchor_set(
     model_id: str = "",
     batch_size: int = 16,
     refusal_test: Callable[[str], bool] = is_refusal,
+    shipped_dir: Path | None = SHIPPED_ANCHOR_DIR,
 ) -> list[AnchorExample]:
     """The base model's own answers to the anchor prompts, generated once and cached.
 
@@ -85,16 +90,17 @@ def build_anchor_set(
         model_id: Identifies the base weights in the cache key (name plus revision).
         batch_size: Generation batch size.
         refusal_test: Decides whether an answer is a refusal (the keyword judge by default).
+        shipped_dir: Read-only folder of shipped sets, read when the cache misses; None = none.
 
     Returns:
         The anchor examples, harmful ones first; empty when the base refuses none of the harmful
         anchor prompts (an unaligned base has no refusal behaviour to preserve).
     """
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"anchor-{anchor_cache_key(config, tokenizer, model_id)}.json"
-        if cache_file.is_file():
-            return [AnchorExample(**row) for row in json.loads(cache_file.read_text(encoding="utf-8"))]
+    name = f"anchor-{anchor_cache_key(config, tokenizer, model_id)}.json"
+    cache_file = None if cache_dir is None else Path(cache_dir) / name
+    for stored in (cache_file, None if shipped_dir is None else Path(shipped_dir) / name):
+        if stored is not None and stored.is_file():
+            return [AnchorExample(**row) for row in json.loads(stored.read_text(encoding="utf-8"))]
     harmful, benign = anchor_prompts(config.n_harmful, config.n_benign)
     with base_model_context(model):
         answers = generate(model, tokenizer, harmful + benign, config.max_new_tokens, batch_size)

@@ -3,11 +3,15 @@
 Why our own loop rather than `model.generate`: a finished row (EOS, or an answer whose verdict can
 no longer change, see `stop_when`) is dropped from the batch and from the KV cache, so the batch
 shrinks as answers end instead of decoding padding until its longest answer is done. Prompts are
-sorted by length so a batch pads little; results come back in the caller's order.
+sorted by length so a batch pads little; results come back in the caller's order. The prompt pass
+asks the model for the last position's logits only (a vocabulary-wide projection of every prompt
+token is most of a CPU prefill's cost), and a batch that runs out of accelerator memory is split in
+half and retried, so `batch_size` can be set to what is fastest rather than what is safe.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -65,14 +69,27 @@ def generate(
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     outputs: list[str] = [""] * len(prompts)
+    last_only = _accepts_logits_to_keep(model)
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            answers = _greedy_batch(model, tokenizer, [ids[i] for i in chunk], max_new_tokens, stop_when)
+        done = 0
+        while done < len(order):
+            chunk = order[done : done + batch_size]
+            try:
+                answers = _greedy_batch(
+                    model, tokenizer, [ids[i] for i in chunk], max_new_tokens, stop_when, last_only
+                )
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
             for i, text in zip(chunk, answers, strict=True):
                 outputs[i] = text
+            done += len(chunk)
             if progress is not None:
-                progress(min(start + batch_size, len(order)), len(order))
+                progress(done, len(order))
     finally:
         model.train(was_training)
     return outputs
@@ -85,6 +102,7 @@ def _greedy_batch(
     prompt_ids: list[list[int]],
     max_new_tokens: int,
     stop_when: Callable[[str], bool] | None,
+    last_only: bool = False,
 ) -> list[str]:
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -101,7 +119,10 @@ def _greedy_batch(
     cache = DynamicCache()
     alive = list(range(len(prompt_ids)))  # original row of each row still in the batch
     generated: list[list[int]] = [[] for _ in prompt_ids]
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache).logits
+    extra = {"logits_to_keep": 1} if last_only else {}
+    logits = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, **extra
+    ).logits
     next_pos = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         tokens = logits[:, -1].argmax(-1)
@@ -129,6 +150,12 @@ def _greedy_batch(
         ).logits
         next_pos = next_pos + 1
     return [tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the causal LM under any peft wrapper takes `logits_to_keep` (transformers' LMs do)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def eos_ids(tokenizer: Any, model: Any) -> set[int]:

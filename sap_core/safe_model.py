@@ -112,10 +112,20 @@ def build_safe_from_shipped(cache: Path, shipped: Path = SHIPPED_DIR) -> Path:
     def write(tmp: Path) -> None:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        record = {**meta, "built_from": "shipped adapter", "shipped_dir": str(shipped)}
+        record = {**meta, "built_from": "shipped adapter", "shipped_dir": _portable(shipped)}
         (tmp / METADATA_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
     return write_dir_atomically(cache / SAFE_NAME, write)
+
+
+def _portable(shipped: Path) -> str:
+    """The shipped folder relative to sap_core when it is the bundled one: the built model's files,
+    and so its content digest (the key of the base-evaluation and anchor caches), must not depend on
+    where the repository is checked out."""
+    try:
+        return shipped.resolve().relative_to(Path(__file__).resolve().parent).as_posix()
+    except ValueError:
+        return str(shipped)
 
 
 def _weights_sha(model_dir: Path) -> str:

@@ -21,6 +21,10 @@ from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet
 
 KNOWN_JUDGES = ("refusal_keyword", "harm_classifier", "llm_judge")
+# On 2 CPU cores SmolLM2 answers 128 prompts in 28 s in batches of 64 and in 51 s in batches of 8; a
+# batch that does not fit an accelerator is halved by sap_core.generate, so a large default is safe.
+# safetune.schemas.EvaluationOptions repeats the number (it may not import sap_core).
+EVAL_BATCH_SIZE = 64
 
 
 @dataclass
@@ -28,7 +32,7 @@ class EvalConfig:
     """Settings of one safety evaluation."""
 
     max_new_tokens: int = field(default=64, metadata={"help": "tokens generated per prompt (greedy)"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generation batch"})
+    batch_size: int = field(default=EVAL_BATCH_SIZE, metadata={"help": "prompts per generation batch"})
     max_prompts: int | None = field(
         default=None, metadata={"help": "cap per prompt set (category-balanced subset); None = all"}
     )

@@ -21,7 +21,7 @@ from safetune.config import get_settings
 from sap_core.generation_engines import TRANSFORMERS
 from sap_core.llm_judge import LlmJudgeConfig
 from sap_core.prompt_sets import PromptSet, default_prompt_sets, load_prompt_set
-from sap_core.safety_eval import EvalConfig, cache_key
+from sap_core.safety_eval import EVAL_BATCH_SIZE, EvalConfig, cache_key
 from worker.model_digest import model_digest
 
 Scope = Literal["shared", "tenant"]
@@ -55,7 +55,7 @@ def eval_config_from_options(options: dict[str, Any], engine: str = TRANSFORMERS
     judges = ("refusal_keyword", "harm_classifier", *(("llm_judge",) if llm else ()))
     return EvalConfig(
         max_new_tokens=int(options.get("max_new_tokens", 64)),
-        batch_size=int(options.get("batch_size", 8)),
+        batch_size=int(options.get("batch_size", EVAL_BATCH_SIZE)),
         max_prompts=options.get("max_prompts"),
         judges=judges,
         primary_judge="llm_judge" if llm else "harm_classifier",

@@ -47,9 +47,14 @@ def guard_inputs(
             tokenizer,
             config.anchor,
             cache_dir=model_dir.parent / ANCHOR_CACHE_DIR,
-            model_id=f"{base_model}@{model_revision(model_dir)}{template_suffix(base_model)}",
+            model_id=anchor_model_id(base_model, model_dir),
         )
     return triples, anchors
+
+
+def anchor_model_id(base_model: str, model_dir: Path) -> str:
+    """The model part of an anchor set's key (also what scripts/ship_anchor_set.py ships under)."""
+    return f"{base_model}@{model_revision(model_dir)}{template_suffix(base_model)}"
 
 
 def guard_record(config: TrainConfig, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -34,3 +34,9 @@ def test_composed_guards_normalise(given: object, stored: str) -> None:
 def test_bad_guards_are_refused(bad: object) -> None:
     with pytest.raises(ValueError):
         schemas.normalize_guard(bad)
+
+
+def test_the_api_and_sap_core_default_to_the_same_evaluation_batch() -> None:
+    from sap_core.safety_eval import EVAL_BATCH_SIZE, EvalConfig
+
+    assert schemas.EvaluationOptions().batch_size == EVAL_BATCH_SIZE == EvalConfig().batch_size

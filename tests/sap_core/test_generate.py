@@ -36,3 +36,41 @@ def test_rejects_bad_arguments(tiny) -> None:  # type: ignore[no-untyped-def]
     model, tok = tiny
     with pytest.raises(ValueError):
         generate(model, tok, ["x"], max_new_tokens=0)
+
+
+def test_last_position_logits_give_the_same_answers(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sap_core import generate as generate_module
+
+    model, tok = tiny
+    assert generate_module._accepts_logits_to_keep(model)
+    fast = generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=3)
+    monkeypatch.setattr(generate_module, "_accepts_logits_to_keep", lambda _model: False)
+    assert generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=3) == fast
+
+
+def test_a_batch_out_of_memory_is_split_and_retried(tiny) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    model, tok = tiny
+    expected = generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=1)
+    real_forward = model.forward
+    seen_rows: list[int] = []
+
+    def forward_with_small_memory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows = kwargs["input_ids"].shape[0]
+        seen_rows.append(rows)
+        if rows > 1:  # what an accelerator does when a batch's activations do not fit
+            raise torch.OutOfMemoryError("out of memory")
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward_with_small_memory
+    progress: list[tuple[int, int]] = []
+    try:
+        got = generate(
+            model, tok, PROMPTS, max_new_tokens=6, batch_size=4, progress=lambda d, t: progress.append((d, t))
+        )
+    finally:
+        del model.forward
+    assert got == expected
+    assert seen_rows[0] == 3 and 2 in seen_rows  # tried the whole batch, then halves, then singles
+    assert progress[-1] == (3, 3) and [d for d, _ in progress] == sorted(d for d, _ in progress)
