@@ -2,10 +2,10 @@
 
 Usage:
     .venv/bin/python bench/eval_speed.py [--cache ~/.cache/safetune/models] [--model smollm2-135m-safe]
-        [--prompts 16] [--max-new-tokens 32] [--batch-size 8] [--threads 1] [--repeats 2]
+        [--prompts 64] [--max-new-tokens 48] [--batch-sizes 8,64] [--threads 2] [--repeats 2]
 
 The same prompts (half from the held-out harmful set, half from the benign set, in file order) go
-through three paths, greedy, in batches of `--batch-size`:
+through three paths, greedy, in batches of each of `--batch-sizes`:
 
 - `hf_generate`: what the evaluation did before (transformers' `model.generate`, left padding,
   prompts in the given order);
@@ -87,11 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "safetune" / "models")
     parser.add_argument("--model", default="smollm2-135m-safe")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--batch-sizes", default="8,64", help="comma list: 8 was the evaluation's batch before, 64 is now"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the fastest counts")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", type=Path, default=RESULTS / "eval_speed.md")
     args = parser.parse_args(argv)
 
@@ -105,71 +107,81 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     model, tokenizer = load_base_model(args.cache / args.model, "cpu")
     prompts = _prompts(args.prompts)
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     load_before = os.getloadavg()[0]
-    paths: dict[str, Any] = {
-        "hf_generate": lambda: _hf_generate(model, tokenizer, prompts, args.max_new_tokens, args.batch_size),
-        "ours": lambda: generate(
-            model, tokenizer, prompts, args.max_new_tokens, args.batch_size, progress=print_progress("ours")
-        ),
-        "ours+stop": lambda: generate(
-            model,
-            tokenizer,
-            prompts,
-            args.max_new_tokens,
-            args.batch_size,
-            stop_when=is_settled_refusal,
-            progress=print_progress("ours+stop"),
-        ),
-    }
+
+    def paths(batch: int) -> dict[str, Any]:
+        return {
+            "hf_generate": lambda: _hf_generate(model, tokenizer, prompts, args.max_new_tokens, batch),
+            "ours": lambda: generate(
+                model, tokenizer, prompts, args.max_new_tokens, batch, progress=print_progress("ours")
+            ),
+            "ours+stop": lambda: generate(
+                model,
+                tokenizer,
+                prompts,
+                args.max_new_tokens,
+                batch,
+                stop_when=is_settled_refusal,
+                progress=print_progress("ours+stop"),
+            ),
+        }
+
     # Rounds interleave the paths, and each path keeps its fastest round: on a shared machine a
     # burst of someone else's work slows whichever path it lands on, never speeds one up.
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[tuple[str, int], dict[str, Any]] = {}
     for _ in range(args.repeats):
-        for name, run in paths.items():
-            row = _measure(name, run, tokenizer, len(prompts))
-            if name not in best or row["seconds"] < best[name]["seconds"]:
-                best[name] = row
-    rows = [best[name] for name in paths]
+        for batch in batches:
+            for name, run in paths(batch).items():
+                row = {**_measure(f"{name} @{batch}", run, tokenizer, len(prompts)), "batch_size": batch}
+                key = (name, batch)
+                if key not in best or row["seconds"] < best[key]["seconds"]:
+                    best[key] = {**row, "path": name}
+    rows = list(best.values())
     load = max(load_before, os.getloadavg()[0])
     cores = os.cpu_count() or 1
-    loaded = load > cores * 0.5
+    # The bench's own threads count in the load average; only what is left is someone else's work.
+    others = max(0.0, load - args.threads)
+    loaded = others > cores * 0.5
     context = {
         "model": args.model,
         "prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
+        "batch_sizes": batches,
         "threads": args.threads,
         "repeats": args.repeats,
         "load_average_1m": round(load, 2),
         "cpu_cores": cores,
         "torch": torch.__version__,
     }
-    base = rows[0]["tokens_per_s"]
+    reference = best[("hf_generate", batches[0])]
     lines = [
         "# Evaluation generation speed (CPU)",
         "",
         f"{args.model}, {len(prompts)} prompts (half harmful, half benign), {args.max_new_tokens} new "
-        f"tokens, batch {args.batch_size}, torch {torch.__version__}, {args.threads} thread(s), fastest of "
-        f"{args.repeats} interleaved rounds. "
+        f"tokens, torch {torch.__version__}, {args.threads} thread(s), fastest of {args.repeats} "
+        "interleaved rounds. "
         + (
-            f"**The machine was loaded** (1-minute load average {load:.2f} on {cores} cores, another "
-            "benchmark running): absolute numbers are low; the ratios are the point."
+            f"**The machine was loaded** (1-minute load average {load:.2f} on {cores} cores with "
+            f"{args.threads} of it this bench's): absolute numbers are low; the ratios are the point."
             if loaded
-            else f"Load average {load:.2f} on {cores} cores."
+            else f"1-minute load average {load:.2f} on {cores} cores ({args.threads} of it this bench's)."
         ),
         "",
-        "| path | wall s | generated tokens | tokens/s | prompts/s | vs hf_generate (tokens/s) |",
-        "|---|---|---|---|---|---|",
+        f"| path | batch | wall s | generated tokens | tokens/s | prompts/s | vs hf_generate @{batches[0]} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['path']} | {row['seconds']} | {row['generated_tokens']} | {row['tokens_per_s']} | "
-            f"{row['prompts_per_s']} | {row['tokens_per_s'] / base:.2f}x |"
+            f"| {row['path']} | {row['batch_size']} | {row['seconds']} | {row['generated_tokens']} | "
+            f"{row['tokens_per_s']} | {row['prompts_per_s']} | "
+            f"{reference['seconds'] / row['seconds']:.2f}x faster |"
         )
     lines += [
         "",
-        "`ours+stop` generates fewer tokens (a settled refusal ends after a few words), so compare its "
-        "prompts/s: it is what a job's evaluation pays per prompt.",
+        "`ours+stop` generates fewer tokens (a settled refusal ends after a few words), so compare wall "
+        "time: it is what a job's evaluation pays. Before issue 14 a job ran `hf_generate` in batches "
+        f"of {batches[0]}; now it runs `ours+stop` in batches of {batches[-1]}.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -36,7 +36,7 @@ COMMANDS = {
     "api_latency.md": "nice -n 19 .venv/bin/python bench/api_latency.py --redis-url redis://127.0.0.1:6391/0 "
     "--seconds 12",
     "load.md": ".venv/bin/python bench/load.py --clients 16 --seconds 20",
-    "eval_speed.md": "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/eval_speed.py --repeats 3",
+    "eval_speed.md": ".venv/bin/python bench/eval_speed.py",
 }
 
 

@@ -41,6 +41,9 @@ DEMO_EVAL_PROMPTS = 64
 DEMO_MAX_STEPS = 12
 
 console = Console()
+if not console.is_terminal and console.width < 110:
+    # Piped into a log, rich assumes 80 columns and wraps every cell of the comparison table.
+    console = Console(width=110)
 
 
 def _free_port() -> int:

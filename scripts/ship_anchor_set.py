@@ -43,5 +43,6 @@ def main() -> None:
     harmful = sum(e.harmful for e in examples)
     print(f"{target}: {harmful} harmful + {len(examples) - harmful} benign anchor answers")  # noqa: T201
 
+
 if __name__ == "__main__":
     main()
