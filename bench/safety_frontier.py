@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._guard_spec import parse_guard  # noqa: E402
 from sap_core.anchor import build_anchor_set
 from sap_core.config import DEFAULT_GUARD, TrainConfig, guard_parts
 from sap_core.frontier import CurvePoint, compare_at_matched_loss, drop_ratio_at_guard_loss
@@ -73,39 +76,6 @@ def datasets(harmful_share: float = 0.10) -> dict[str, tuple[list[Any], list[Any
     rng.shuffle(poisoned)
     out[f"support_poison{int(harmful_share * 100)}"] = (poisoned, val)
     return {k: out[k] for k in ("support", f"support_poison{int(harmful_share * 100)}", "code")}
-
-
-def parse_guard(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"anchor+constrained:anchor.weight=0.5;constrained.early_beta=1"`` -> (guard, nested overrides).
-
-    A bare key (``projection=false``) belongs to the guard's only part.
-    """
-    name, _, opts = spec.partition(":")
-    parts = guard_parts(name)
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in filter(None, opts.split(";")):
-        key, _, raw = item.partition("=")
-        section, _, field_name = key.rpartition(".")
-        if not section:
-            if len(parts) != 1:
-                raise SystemExit(f"{spec!r}: name the guard of {key!r} (e.g. anchor.{key})")
-            section = parts[0]
-        value: Any = json.loads(raw.replace("/", ",").join("[]")) if "/" in raw else _scalar(raw)
-        overrides.setdefault(section, {})[field_name] = value
-    return name, overrides
-
-
-def _scalar(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        try:
-            return float(raw)
-        except ValueError:
-            return raw
 
 
 def incoherent(text: str) -> bool:

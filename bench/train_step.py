@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python bench/train_step.py [--models tiny,smollm2,llama-1b] [--steps 4] [--rounds 3]
-        [--threads 1] [--batch 4] [--seq 128] [--guards none,sap,ema,anchor,constrained,anchor+constrained]
+        [--threads 1] [--batch 4] [--seq 128] [--guards none,sap,ema,anchor,constrained,anchor+constrained,anchor:every=2]
         [--device cpu|cuda] [--peak-tflops N] [--out bench/results/train_step]
 
 Variants: `peft` (CPU only: a hand-written torch loop, peft's get_peft_model + AdamW + the same grad
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._guard_spec import parse_guard  # noqa: E402
 from sap_core.anchor import AnchorExample
 from sap_core.config import DEFAULT_GUARD, TrainConfig, guard_parts
 from sap_core.contrastive import default_contrastive_triples
@@ -117,7 +121,9 @@ class _Clock(TrainingCallback):
         return None
 
 
-def _config(guard: str, args: argparse.Namespace) -> TrainConfig:
+def _config(spec: str, args: argparse.Namespace) -> TrainConfig:
+    """The run's config; `spec` is a guard with optional settings, e.g. ``anchor:every=2``."""
+    guard, overrides = parse_guard(spec)
     return TrainConfig.from_dict(
         {
             "guard": guard,
@@ -125,6 +131,7 @@ def _config(guard: str, args: argparse.Namespace) -> TrainConfig:
             "batch_size": args.batch,
             "max_seq_len": args.seq,
             "warmup_ratio": 0.0,
+            **overrides,
         }
     )
 
@@ -162,7 +169,7 @@ def run_finetune(model_name: str, guard: str, args: argparse.Namespace) -> dict[
         SapGuard.refresh_direction = original  # type: ignore[method-assign]
     steps = [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)][1:]
     sec = statistics.median(steps)
-    if "sap" in guard_parts(guard) and refresh:
+    if "sap" in guard_parts(cfg.guard) and refresh:
         sec += statistics.median(refresh) / cfg.sap.refresh_every
     return _row(peft_model, sec, args, result.losses, steps)
 
@@ -327,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     args.guards = [g.strip() for g in args.guards.split(",") if g.strip()]
     for g in args.guards:
-        guard_parts(g)
+        parse_guard(g)  # a bad name or setting fails before any model loads
     if "none" not in args.guards:
         args.guards.insert(0, "none")  # every ratio is against plain LoRA
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -33,10 +33,10 @@ def test_peak_lookup_and_abba_rounds() -> None:
 
 def test_a_one_step_run_writes_both_files_and_our_loop_matches_plain_peft(tmp_path: Path) -> None:
     out = tmp_path / "train_step"
-    args = ["--models", "tiny", "--guards", "none,ema", "--steps", "1", "--rounds", "1"]
-    result = main([*args, "--batch", "2", "--seq", "48", "--device", "cpu", "--out", str(out)])
+    args = ["--models", "tiny", "--guards", "none,ema,anchor:every=2", "--steps", "1", "--rounds", "1"]
+    result = main([*args, "--batch", "2", "--seq", "160", "--device", "cpu", "--out", str(out)])
     tiny = result["models"]["tiny"]
-    assert set(tiny["variants"]) == {"peft", "none", "ema"}
+    assert set(tiny["variants"]) == {"peft", "none", "ema", "anchor:every=2"}
     assert tiny["max_loss_diff_vs_plain_peft"] < 1e-5  # the same computation, so the same losses
     assert tiny["finetune_vs_plain_peft"] > 0 and tiny["x_plain_lora"]["ema"] > 0
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(result))
