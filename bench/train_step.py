@@ -2,7 +2,8 @@
 
 Usage:
     .venv/bin/python bench/train_step.py [--models tiny,smollm2,llama-1b] [--steps 4] [--rounds 3]
-        [--threads 1] [--batch 4] [--seq 128] [--guards none,sap,ema,anchor,constrained,anchor+constrained,anchor:every=2]
+        [--threads 1] [--batch 4] [--seq 128]
+        [--guards none,sap,ema,anchor,constrained,anchor+constrained,anchor:every=2]
         [--device cpu|cuda] [--peak-tflops N] [--out bench/results/train_step]
 
 Variants: `peft` (CPU only: a hand-written torch loop, peft's get_peft_model + AdamW + the same grad

@@ -215,6 +215,12 @@ class SelectionOptions(InputSchema):
         default=0.02, ge=0.0, le=0.5, description="allowed val-loss increase over the final adapter"
     )
     snapshots: int = Field(default=3, ge=1, le=10, description="evenly spaced steps kept as candidates")
+    max_prompts: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="cap on the harmful selection prompts each candidate answers (null = all 92)",
+    )
 
     @field_validator("scales")
     @classmethod

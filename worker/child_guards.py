@@ -97,11 +97,12 @@ def run_selection(
     candidates = {**snapshots, final_step: trainable_state(model)}
     eval_cfg = EvalConfig(
         max_new_tokens=SELECTION_MAX_NEW_TOKENS,
-        batch_size=16,
+        max_prompts=options.get("max_prompts"),
         judges=("refusal_keyword",),
         primary_judge="refusal_keyword",
     )
-    sets = selection_prompt_sets()
+    # Only the harmful set decides the pick, so only it is answered (once per candidate).
+    sets = [s for s in selection_prompt_sets() if s.prompts and s.prompts[0].harmful]
     done = [0]
 
     def safety(m: nn.Module) -> tuple[float, float]:

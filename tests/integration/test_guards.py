@@ -41,7 +41,8 @@ def test_each_guard_trains_through_the_worker_and_is_recorded_in_the_report(
             client,
             auth_headers,
             safe_spec(
-                ["anchor", "constrained"], selection={"enabled": True, "scales": [1.0, 0.8], "snapshots": 2}
+                ["anchor", "constrained"],
+                selection={"enabled": True, "scales": [1.0, 0.8], "snapshots": 2, "max_prompts": 4},
             ),
             small_dataset(8),
         ),
