@@ -169,7 +169,10 @@ def run_finetune(model_name: str, guard: str, args: argparse.Namespace) -> dict[
     finally:
         SapGuard.refresh_direction = original  # type: ignore[method-assign]
     steps = [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)][1:]
-    sec = statistics.median(steps)
+    # An anchor that runs every k-th step alternates cheap and dear steps: the median would pick one
+    # kind, the mean over whole periods is what a job pays per step.
+    periodic = "anchor" in guard_parts(cfg.guard) and cfg.anchor.every > 1
+    sec = statistics.fmean(steps) if periodic else statistics.median(steps)
     if "sap" in guard_parts(cfg.guard) and refresh:
         sec += statistics.median(refresh) / cfg.sap.refresh_every
     return _row(peft_model, sec, args, result.losses, steps)
