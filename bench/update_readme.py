@@ -14,6 +14,7 @@ RESULTS = ROOT / "bench" / "results"
 ORDER = [
     "safety_frontier.md",
     "judge_quality.md",
+    "train_step_batch8.md",
     "train_step.md",
     "safety_guard.md",
     "safety_guard_sap_sweep.md",
@@ -26,6 +27,9 @@ ORDER = [
 COMMANDS = {
     "train_step.md": "OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py --models smollm2,tiny --batch 2 "
     "--seq 128 --steps 3 --rounds 2",
+    "train_step_batch8.md": "OMP_NUM_THREADS=2 .venv/bin/python bench/train_step.py --models smollm2 "
+    "--guards none,anchor,anchor:every=2 --batch 8 --seq 128 --steps 4 --rounds 2 --threads 2 "
+    "--out bench/results/train_step_batch8",
     "judge_quality.md": ".venv/bin/python bench/judge_quality.py",
     "safety_guard.md": ".venv/bin/python bench/safety_guard.py --cache ~/.cache/safetune/models --steps 36 "
     "--lr 5e-4 --harmful 200 --benign 100 --max-new-tokens 32 --guards 'none,sap,sap:probe_step=0.25,ema'",
