@@ -1,6 +1,7 @@
 """Train the prompt/response harmfulness heads on the shipped data and write harm_classifier.json.
 
-Usage: ``python scripts/train_harm_classifier.py`` (about a minute on 2 CPU cores).
+Usage: ``python scripts/train_harm_classifier.py [--tune-threshold]`` (about a minute on 2 CPU cores;
+``--tune-threshold`` picks the response threshold out of fold on the judge set's train split).
 
 Response head (4 classes: harmful / harmless / refusal / incoherent, on the embedding plus
 ``text_stats``) — harmful: PyRIT many-shot answers labelled harmful (``harmful_mix``) and the
@@ -189,8 +190,10 @@ def fit_response_head(rows: list[tuple[str, str, str]], embedder: MiniLMEmbedder
     texts = [r[1] for r in rows]
     x = np.concatenate([embedder.embed(texts), text_stats(texts)], axis=1)
     y = np.array([RESPONSE_CLASSES.index(r[2]) for r in rows])
-    tuned = tune_response_threshold(rows, x, y)
-    threshold = tuned["threshold"]
+    # Tried on 2026-12-02 (--tune-threshold picked 0.45): internal hold-out precision 0.875 -> 0.829 at
+    # the same recall, judge-set test split 0.667/0.426 -> 0.644/0.475; not adopted, 0.5 stays.
+    tuned = tune_response_threshold(rows, x, y) if "--tune-threshold" in sys.argv else None
+    threshold = tuned["threshold"] if tuned else THRESHOLD
     test = _grouped_holdout(rows)
     clf = _response_classifier()
     clf.fit(x[~test], y[~test])
@@ -198,7 +201,8 @@ def fit_response_head(rows: list[tuple[str, str, str]], embedder: MiniLMEmbedder
     pred = (proba[:, list(clf.classes_).index(0)] >= threshold).astype(int)
     metrics = _metrics((y == 0).astype(int), pred, test)
     metrics["class_accuracy"] = round(float((clf.classes_[proba.argmax(1)] == y[test]).mean()), 4)
-    metrics["threshold"] = tuned
+    if tuned:
+        metrics["threshold"] = tuned
     print(f"response head: { {k: v for k, v in metrics.items() if k != 'threshold'} }")
     clf.fit(x, y)
     order = [list(clf.classes_).index(i) for i in range(len(RESPONSE_CLASSES))]
