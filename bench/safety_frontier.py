@@ -128,13 +128,20 @@ class SnapshotRecorder(TrainingCallback):
     the reference's final val loss, which is all the matched comparison interpolates between.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, stop_at: float | None = None) -> None:
         self.model = model
+        self.stop_at = stop_at
         self.snapshots: list[tuple[int, float, dict[str, torch.Tensor]]] = []
 
     def on_evaluate(self, state: StepState, val_loss: float) -> None:
         weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if "lora_" in n}
         self.snapshots.append((state.step, val_loss, weights))
+
+    def on_step_end(self, state: StepState) -> str | None:
+        # Steps past the first checkpoint at or below the target change nothing the comparison
+        # reads (the schedule is set by max_steps, so the steps before are the same either way).
+        reached = self.stop_at is not None and self.snapshots and self.snapshots[-1][1] <= self.stop_at
+        return "stop" if reached else None
 
     def bracket(self, target: float) -> list[tuple[int, float, dict[str, torch.Tensor]]]:
         """The last snapshot above ``target`` and the first at or below it (or the last one)."""
@@ -429,6 +436,11 @@ def main() -> None:
         help="guards: keep every checkpoint, evaluate only the two bracketing plain SFT's final val loss",
     )
     parser.add_argument(
+        "--stop-at-match",
+        action="store_true",
+        help="with --bracket: stop a guard at its first checkpoint at or below plain SFT's final val loss",
+    )
+    parser.add_argument(
         "--rejudge", action="store_true", help="re-judge logged answers with the current judges"
     )
     parser.add_argument("--eval-every", type=int, default=12)
@@ -481,6 +493,7 @@ def main() -> None:
         "steps": args.steps,
         "guard_steps": args.guard_steps or args.steps,
         "bracket": args.bracket,
+        "stop_at_match": args.stop_at_match,
         "eval_every": args.eval_every,
         "sft_lr": sft_lrs[0],
         "sft_lrs": sft_lrs,
@@ -577,14 +590,14 @@ def main() -> None:
                     )
                 meta = {"guard": guard_spec, "dataset": dataset, "lr": lr, "seed": seed}
                 evaluate_this = lambda label, m=peft_model: evaluate(m, label)  # noqa: E731
-                snapshots = SnapshotRecorder(peft_model)
                 bracketing = args.bracket and not is_reference
+                target = reference_loss(doc["points"], dataset, sft_lrs[0], seed) if bracketing else None
+                snapshots = SnapshotRecorder(peft_model, target if args.stop_at_match else None)
                 recorder = snapshots if bracketing else PointRecorder(evaluate_this, meta, add, eval_steps)
                 t0 = time.perf_counter()
                 finetune(peft_model, tok, train, tcfg, val=val, anchor_set=anchors, callbacks=[recorder])
                 train_s = time.perf_counter() - t0
-                if bracketing:
-                    target = reference_loss(doc["points"], dataset, sft_lrs[0], seed)
+                if target is not None:
                     for step, val_loss, weights in snapshots.bracket(target):
                         snapshots.load(weights)
                         ev = evaluate_this(f"{guard_spec}@{step}")

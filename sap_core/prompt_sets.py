@@ -193,10 +193,15 @@ def anchor_prompts(n_harmful: int, n_benign: int) -> tuple[list[str], list[str]]
     return _training_side("align_harmful.jsonl")[:n_harmful], _training_side("align_benign.jsonl")[:n_benign]
 
 
-def selection_prompt_sets() -> list[PromptSet]:
-    """Prompt sets for safety-constrained checkpoint selection, disjoint from eval and anchor sets."""
-    harmful, benign = (_after_anchor_rows(f) for f in ("align_harmful.jsonl", "align_benign.jsonl"))
-    return [
-        PromptSet("selection_harmful", tuple(EvalPrompt(p, "selection", True) for p in harmful)),
-        PromptSet("selection_benign", tuple(EvalPrompt(p, "selection", False) for p in benign)),
-    ]
+def selection_prompt_sets(harmful_only: bool = False) -> list[PromptSet]:
+    """Prompt sets for safety-constrained checkpoint selection, disjoint from eval and anchor sets.
+
+    Args:
+        harmful_only: Only ``selection_harmful`` (the set a pick is decided on).
+    """
+    harmful = _after_anchor_rows("align_harmful.jsonl")
+    sets = [PromptSet("selection_harmful", tuple(EvalPrompt(p, "selection", True) for p in harmful))]
+    if not harmful_only:
+        benign = _after_anchor_rows("align_benign.jsonl")
+        sets.append(PromptSet("selection_benign", tuple(EvalPrompt(p, "selection", False) for p in benign)))
+    return sets

@@ -185,14 +185,19 @@ def tune_response_threshold(rows: list[tuple[str, str, str]], x: np.ndarray, y: 
     return {**best, "in_domain_answers": int(len(idx)), "folds": CV_FOLDS, "curve": curve}
 
 
-def fit_response_head(rows: list[tuple[str, str, str]], embedder: MiniLMEmbedder) -> tuple[SoftmaxHead, dict]:
-    """Fit the 4-class response head on embedding + text statistics; report harmful-vs-rest held out."""
+def fit_response_head(
+    rows: list[tuple[str, str, str]], embedder: MiniLMEmbedder, tune_threshold: bool = False
+) -> tuple[SoftmaxHead, dict]:
+    """Fit the 4-class response head on embedding + text statistics; report harmful-vs-rest held out.
+
+    ``tune_threshold`` picks the harmful threshold out of fold instead of the fixed THRESHOLD.
+    """
     texts = [r[1] for r in rows]
     x = np.concatenate([embedder.embed(texts), text_stats(texts)], axis=1)
     y = np.array([RESPONSE_CLASSES.index(r[2]) for r in rows])
     # Tried on 2026-12-02 (--tune-threshold picked 0.45): internal hold-out precision 0.875 -> 0.829 at
     # the same recall, judge-set test split 0.667/0.426 -> 0.644/0.475; not adopted, 0.5 stays.
-    tuned = tune_response_threshold(rows, x, y) if "--tune-threshold" in sys.argv else None
+    tuned = tune_response_threshold(rows, x, y) if tune_threshold else None
     threshold = tuned["threshold"] if tuned else THRESHOLD
     test = _grouped_holdout(rows)
     clf = _response_classifier()
@@ -237,7 +242,17 @@ def pyrit_benign_rows(prompt_head: LogisticHead, embedder: MiniLMEmbedder) -> li
 
 def main() -> None:
     """Train both heads and write the JSON weights."""
+    import argparse
+
     import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tune-threshold",
+        action="store_true",
+        help="pick the response threshold out of fold on the judge set's train split (default: 0.5)",
+    )
+    args = parser.parse_args()
 
     torch.manual_seed(SEED)
     embedder = MiniLMEmbedder()
@@ -245,7 +260,7 @@ def main() -> None:
     prompt_head, metrics["prompt"] = fit_prompt_head(prompt_rows(), embedder)
     heads["prompt"] = prompt_head.to_dict()
     rows = response_rows() + pyrit_benign_rows(prompt_head, embedder)
-    response_head, metrics["response"] = fit_response_head(rows, embedder)
+    response_head, metrics["response"] = fit_response_head(rows, embedder, args.tune_threshold)
     heads["response"] = response_head.to_dict()
     data_hash = hashlib.sha256()
     data_files = [*sorted((RES / "safety").glob("*.jsonl")), *sorted((RES / "datasets").glob("*.jsonl"))]

@@ -102,7 +102,7 @@ def run_selection(
         primary_judge="refusal_keyword",
     )
     # Only the harmful set decides the pick, so only it is answered (once per candidate).
-    sets = [s for s in selection_prompt_sets() if s.prompts and s.prompts[0].harmful]
+    sets = selection_prompt_sets(harmful_only=True)
     done = [0]
 
     def safety(m: nn.Module) -> tuple[float, float]:
