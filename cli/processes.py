@@ -48,8 +48,13 @@ def _model_cache() -> Path:
     return get_settings().model_cache
 
 
-def safety_align() -> None:
+def safety_align(
+    from_scratch: Annotated[
+        bool, typer.Option(help="Train the refusal LoRA (minutes) instead of merging the shipped one.")
+    ] = False,
+) -> None:
     """Build the safety-aligned base model (smollm2-135m-safe) in SAFETUNE_MODEL_CACHE, once."""
     cache = _model_cache()
-    result = subprocess.run([sys.executable, "-m", "sap_core.alignment", "--cache", str(cache)], check=False)
+    argv = [sys.executable, "-m", "sap_core.alignment", "--cache", str(cache)]
+    result = subprocess.run([*argv, "--from-scratch"] if from_scratch else argv, check=False)
     raise typer.Exit(result.returncode)

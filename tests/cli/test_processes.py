@@ -71,6 +71,8 @@ def test_safety_align_runs_the_alignment_module_on_the_model_cache(
     monkeypatch.setattr(processes, "_model_cache", lambda: tmp_path)
 
     result = CliRunner().invoke(app, ["safety-align"])
+    again = CliRunner().invoke(app, ["safety-align", "--from-scratch"])
 
-    assert result.exit_code == 3
-    assert calls == [[sys.executable, "-m", "sap_core.alignment", "--cache", str(tmp_path)]]
+    assert result.exit_code == again.exit_code == 3
+    argv = [sys.executable, "-m", "sap_core.alignment", "--cache", str(tmp_path)]
+    assert calls == [argv, [*argv, "--from-scratch"]]

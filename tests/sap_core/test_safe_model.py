@@ -47,6 +47,22 @@ def test_safe_model_built_from_the_shipped_adapter_refuses_harm_and_answers_beni
     assert sum(map(is_refusal, b)) <= 1, b
 
 
+@pytest.mark.slow
+def test_safety_align_merges_the_shipped_adapter_when_it_fits_the_recipe(tmp_path: Path) -> None:
+    # `safetune safety-align` used to retrain for minutes what the shipped LoRA already is.
+    import json
+
+    from sap_core.alignment import BASE_NAME, SAFE_NAME, main
+
+    env_cache = Path(os.environ.get("SAFETUNE_MODEL_CACHE", tmp_path / "none"))
+    if (env_cache / BASE_NAME / "config.json").exists():
+        (tmp_path / BASE_NAME).symlink_to(env_cache / BASE_NAME)  # skip a second GGUF conversion
+    main(["--cache", str(tmp_path)])
+    record = json.loads((tmp_path / SAFE_NAME / METADATA_FILE).read_text())
+    assert record["built_from"] == "shipped adapter"
+    assert _weights_sha(tmp_path / SAFE_NAME) == shipped_metadata()["merged_weights_sha256"]
+
+
 def test_shipped_weights_stay_small() -> None:
     # The refusal LoRA is the only model file in the package; vendored data has its own 2 MiB cap.
     total = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
