@@ -316,7 +316,7 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
         "Commands: " + "; ".join(f"`{c}`" for c in doc["meta"]["commands"]),
         "",
         *([f"Note: {doc['meta']['note']}", ""] if doc["meta"].get("note") else []),
-        "![safety frontier](bench/results/safety_frontier.png)",
+        f"![safety frontier](bench/results/{out.stem}.png)",  # the README embeds this file's text
         "",
         "Ratios: the guard's refusal-rate drop (harmful-score rise) from the base, interpolated along",
         "its own checkpoints at plain SFT's final validation loss, over plain SFT's; averaged over",
@@ -577,6 +577,9 @@ def main() -> None:
                         **overrides,
                     }
                 )
+                # The adapter's init follows the seed too (torch seeds each process at random; runs
+                # before this line existed drew it unseeded, so only data order and dropout followed it).
+                torch.manual_seed(seed)
                 peft_model = attach_lora(model, tcfg.lora)
                 anchors = None
                 if "anchor" in guard_parts(guard):

@@ -263,6 +263,7 @@ def main() -> None:
     for data_name, train in data.items():
         for guard in args.guards.split(","):
             model, tok = load_base_model(model_dir, device="cpu")
+            torch.manual_seed(TrainConfig().seed)  # the adapter's init is seeded like the worker's
             peft_model = attach_lora(model, TrainConfig().lora)
             guard_name, guard_sap = guard_variant(guard, sap)
             tcfg = TrainConfig(
