@@ -191,10 +191,21 @@ class AnchorOptions(InputSchema):
     projection: bool = Field(default=True, description="false = plain replay (no gradient surgery)")
     loss: Literal["kl", "ce"] = Field(default="kl", description="KL to the base, or CE on its answers")
     batch_size: int = Field(default=4, ge=1, le=64)
+    benign_per_batch: int = Field(
+        default=1, ge=0, le=63, description="benign look-alikes in each anchor batch (< batch_size)"
+    )
     every: int = Field(default=1, ge=1, le=1000, description="anchor every k optimizer steps")
     n_harmful: int = Field(default=96, ge=1, le=128)
     n_benign: int = Field(default=32, ge=0, le=128)
     max_new_tokens: int = Field(default=48, ge=1, le=256, description="length of the base's cached answers")
+
+    @model_validator(mode="after")
+    def _benign_leaves_room_for_harmful(self) -> AnchorOptions:
+        if self.benign_per_batch >= self.batch_size:
+            raise ValueError(
+                f"benign_per_batch ({self.benign_per_batch}) must be below batch_size ({self.batch_size})"
+            )
+        return self
 
 
 class ConstrainedOptions(InputSchema):

@@ -2,7 +2,8 @@
 
 Before training, the base model (adapter disabled) answers a small set of harmful prompts that no
 evaluation or selection set contains, plus benign look-alikes; its own refusals (and its own benign
-answers) are the anchor set, cached per base model. On every anchored step:
+answers) are the anchor set, cached per base model. On every anchored step (an anchor batch holds
+``benign_per_batch`` benign look-alikes, the rest harmful prompts, each kind cycled on its own):
 
   g_task   = the accumulated task gradient
   g_anchor = grad of KL(base || tuned) on an anchor batch (or CE on the base's answers)
@@ -66,6 +67,11 @@ def anchor_cache_key(config: AnchorConfig, tokenizer: PreTrainedTokenizerBase, m
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
+def anchor_set_filename(config: AnchorConfig, tokenizer: PreTrainedTokenizerBase, model_id: str) -> str:
+    """File name of an anchor set, in a cache folder or the shipped one: ``anchor-<key>.json``."""
+    return f"anchor-{anchor_cache_key(config, tokenizer, model_id)}.json"
+
+
 def build_anchor_set(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -96,7 +102,7 @@ def build_anchor_set(
         The anchor examples, harmful ones first; empty when the base refuses none of the harmful
         anchor prompts (an unaligned base has no refusal behaviour to preserve).
     """
-    name = f"anchor-{anchor_cache_key(config, tokenizer, model_id)}.json"
+    name = anchor_set_filename(config, tokenizer, model_id)
     cache_file = None if cache_dir is None else Path(cache_dir) / name
     for stored in (cache_file, None if shipped_dir is None else Path(shipped_dir) / name):
         if stored is not None and stored.is_file():
@@ -206,9 +212,14 @@ class AnchorGuard(StepGuard):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = int(pad)
         encoded = [encode_chat(tokenizer, one_turn(e.prompt, e.response), max_seq_len) for e in examples]
-        self._encoded: list[EncodedExample] = [
-            e for e in encoded if any(x != IGNORE_INDEX for x in e.labels[1:])
+        kept = [
+            (e, ex.harmful)
+            for e, ex in zip(encoded, examples, strict=True)
+            if any(x != IGNORE_INDEX for x in e.labels[1:])
         ]
+        # Two pools cycled side by side: a batch mixes both kinds, whatever the pools' sizes.
+        self._harmful: list[EncodedExample] = [e for e, h in kept if h]
+        self._benign: list[EncodedExample] = [e for e, h in kept if not h]
         self.n_harmful = sum(e.harmful for e in examples)
         # The default guard must not fail a job on an unaligned base: with no refusal to keep, the
         # anchor stands aside (plain SFT) and the report says so.
@@ -217,19 +228,21 @@ class AnchorGuard(StepGuard):
             if not self.n_harmful
             else None
         )
-        if self.inactive_reason is None and not self._encoded:
-            raise ValueError("anchor: no anchor example keeps a response token within max_seq_len")
-        self.cursor = 0
+        if self.inactive_reason is None and not self._harmful:
+            raise ValueError("anchor: no harmful anchor example keeps a response token within max_seq_len")
+        self.harmful_cursor = 0
+        self.benign_cursor = 0
         self.steps = 0
         self.anchored_steps = 0
         self.projected_steps: int | torch.Tensor = 0
 
     def _next_batch(self) -> Batch:
-        k = min(self.config.batch_size, len(self._encoded))
-        idx = [(self.cursor + i) % len(self._encoded) for i in range(k)]
-        self.cursor = (self.cursor + k) % len(self._encoded)
+        n_benign = min(self.config.benign_per_batch, len(self._benign))
+        n_harmful = min(self.config.batch_size - n_benign, len(self._harmful))
+        harmful, self.harmful_cursor = _take(self._harmful, self.harmful_cursor, n_harmful)
+        benign, self.benign_cursor = _take(self._benign, self.benign_cursor, n_benign)
         device = self.params[0].device
-        return to_device(collate([self._encoded[i] for i in idx], self._pad_id), device)
+        return to_device(collate(harmful + benign, self._pad_id), device)
 
     def anchor_loss(self, batch: Batch) -> torch.Tensor:
         """The anchor objective on one anchor batch."""
@@ -254,7 +267,8 @@ class AnchorGuard(StepGuard):
 
     def settings(self) -> dict[str, Any]:
         return {
-            "anchor_examples": len(self._encoded),
+            "anchor_examples": len(self._harmful) + len(self._benign),
+            "anchor_benign": len(self._benign),
             "anchor_harmful": self.n_harmful,
             "anchored_steps": self.anchored_steps,
             "projected_steps": int(self.projected_steps),
@@ -263,14 +277,25 @@ class AnchorGuard(StepGuard):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "cursor": self.cursor,
+            "harmful_cursor": self.harmful_cursor,
+            "benign_cursor": self.benign_cursor,
             "steps": self.steps,
             "anchored_steps": self.anchored_steps,
             "projected_steps": int(self.projected_steps),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor = int(state["cursor"])
+        # A checkpoint written before the pools were split has one cursor over harmful-then-benign.
+        legacy = state.get("cursor", 0)
+        self.harmful_cursor = int(state.get("harmful_cursor", legacy)) % max(1, len(self._harmful))
+        self.benign_cursor = int(state.get("benign_cursor", 0))
         self.steps = int(state["steps"])
         self.anchored_steps = int(state["anchored_steps"])
         self.projected_steps = int(state["projected_steps"])
+
+
+def _take(pool: Sequence[EncodedExample], cursor: int, k: int) -> tuple[list[EncodedExample], int]:
+    """k examples from ``pool`` cycled from ``cursor``, and the cursor after them."""
+    if not pool or k <= 0:
+        return [], cursor
+    return [pool[(cursor + i) % len(pool)] for i in range(k)], (cursor + k) % len(pool)

@@ -151,6 +151,13 @@ class AnchorConfig:
         metadata={"help": "kl = KL(base || tuned) on the anchor answers; ce = cross-entropy on them."},
     )
     batch_size: int = field(default=4, metadata={"help": "Anchor conversations per anchored step."})
+    benign_per_batch: int = field(
+        default=1,
+        metadata={
+            "help": "Of each anchor batch, this many are benign look-alikes (the rest harmful), so "
+            "the base's helpful answers are held on every anchored step, not once per cycle."
+        },
+    )
     every: int = field(default=1, metadata={"help": "Anchor every k optimizer steps."})
     n_harmful: int = field(default=96, metadata={"help": "Harmful anchor prompts (disjoint from eval)."})
     n_benign: int = field(default=32, metadata={"help": "Benign look-alike anchor prompts."})
@@ -164,6 +171,8 @@ class AnchorConfig:
         for name in ("batch_size", "every", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
+        if not 0 <= self.benign_per_batch < self.batch_size:
+            raise _bad("benign_per_batch", self.benign_per_batch, "must be >= 0 and < batch_size")
         if self.n_harmful < 1 or self.n_benign < 0:
             raise _bad(
                 "n_harmful/n_benign", (self.n_harmful, self.n_benign), "need >= 1 harmful, >= 0 benign"

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from sap_core.alignment import SAFE_NAME
-from sap_core.anchor import SHIPPED_ANCHOR_DIR, anchor_cache_key, build_anchor_set
+from sap_core.anchor import SHIPPED_ANCHOR_DIR, anchor_set_filename, build_anchor_set
 from sap_core.config import AnchorConfig
 from sap_core.modeling import load_base_model
 from worker.child_guards import anchor_model_id
@@ -33,7 +33,7 @@ def main() -> None:
     model, tokenizer = load_base_model(model_dir, device="cpu")
     config = AnchorConfig()
     model_id = anchor_model_id(SAFE_NAME, model_dir)
-    target = args.out / f"anchor-{anchor_cache_key(config, tokenizer, model_id)}.json"
+    target = args.out / anchor_set_filename(config, tokenizer, model_id)
     for old in args.out.glob("anchor-*.json"):
         if old != target:
             old.unlink()  # a set under an old key would never be read again

@@ -170,6 +170,14 @@ def test_rejected_submission_sends_nothing(
         broker.close()
 
 
+def test_an_anchor_batch_of_only_benign_look_alikes_is_refused_with_its_field(
+    client: TestClient, auth_headers: dict[str, str]
+) -> None:
+    spec = {"base_model": TINY_MODEL, "guard": "anchor", "anchor": {"batch_size": 2, "benign_per_batch": 2}}
+    error = assert_error(submit_job(client, auth_headers, spec=spec), 422, "spec_invalid")
+    assert "anchor" in error["param"] and "benign_per_batch" in error["message"]
+
+
 def test_sap_minimum_sequence_length_is_per_model_and_only_for_sap(
     client: TestClient, auth_headers: dict[str, str]
 ) -> None:

@@ -40,3 +40,10 @@ def test_the_api_and_sap_core_default_to_the_same_evaluation_batch() -> None:
     from sap_core.safety_eval import EVAL_BATCH_SIZE, EvalConfig
 
     assert schemas.EvaluationOptions().batch_size == EVAL_BATCH_SIZE == EvalConfig().batch_size
+
+
+def test_the_api_and_sap_core_default_to_the_same_anchor_settings() -> None:
+    api = schemas.AnchorOptions().model_dump()
+    core = config.AnchorConfig()
+    assert api == {name: getattr(core, name) for name in api}
+    assert set(api) == set(vars(core))

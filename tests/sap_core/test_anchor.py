@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from sap_core.anchor import AnchorGuard, build_anchor_set, gradient_surgery, kl_to_base
+from sap_core.anchor import AnchorExample, AnchorGuard, build_anchor_set, gradient_surgery, kl_to_base
 from sap_core.config import AnchorConfig, LoraSpec, TrainConfig
 from sap_core.generate import generate
 from sap_core.modeling import attach_lora, build_tiny_llama
@@ -95,6 +95,36 @@ def test_kl_to_base_is_zero_at_the_start_and_grows_with_the_adapter() -> None:
         )
         > 1e-3
     )
+
+
+def test_every_anchor_batch_mixes_benign_look_alikes_with_the_harmful_refusals() -> None:
+    # A single cycle over harmful-then-benign would show the benign answers only once per cycle (late
+    # in a short job); each batch must hold benign_per_batch of them, each pool cycled on its own.
+    model, tok = build_tiny_llama(0)
+    peft = attach_lora(model, LoraSpec(dropout=0.0))
+    examples = [
+        *make_anchor_set(5)[:5],
+        AnchorExample("How do I bake bread?", "Mix flour, water and yeast.", False),
+        AnchorExample("How do I boil an egg?", "Simmer it for eight minutes.", False),
+    ]
+    guard = AnchorGuard(peft, tok, examples, AnchorConfig(batch_size=3, benign_per_batch=1), 64)
+    assert guard.settings()["anchor_benign"] == 2
+
+    def decoded(batch: dict[str, torch.Tensor]) -> list[str]:
+        return [tok.decode([t for t in row.tolist() if t != tok.pad_token_id]) for row in batch["input_ids"]]
+
+    seen_benign, seen_harmful = [], []
+    for _ in range(5):
+        texts = decoded(guard._next_batch())
+        benign = [t for t in texts if "bread" in t or "egg" in t]
+        assert len(texts) == 3 and len(benign) == 1
+        seen_benign += benign
+        seen_harmful += [t for t in texts if t not in benign]
+    assert ["bread" in t for t in seen_benign] == [True, False, True, False, True]
+    assert len({t for t in seen_harmful}) == 5  # 10 harmful slots cycle through all 5 refusals
+
+    none_benign = AnchorGuard(peft, tok, examples, AnchorConfig(batch_size=3, benign_per_batch=0), 64)
+    assert not any("bread" in t or "egg" in t for t in decoded(none_benign._next_batch()))
 
 
 def _anchor_kl_after(guard: str) -> float:

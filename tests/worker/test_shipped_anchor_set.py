@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sap_core.alignment import SAFE_NAME
-from sap_core.anchor import SHIPPED_ANCHOR_DIR, anchor_cache_key
+from sap_core.anchor import SHIPPED_ANCHOR_DIR, anchor_set_filename
 from sap_core.config import AnchorConfig
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
@@ -31,11 +31,11 @@ def safe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_shipped_set_has_the_key_of_the_built_model_and_the_default_config(safe_model: Path) -> None:
     model, tokenizer = load_base_model(safe_model, device="cpu")
     config = AnchorConfig()
-    key = anchor_cache_key(config, tokenizer, anchor_model_id(SAFE_NAME, safe_model))
+    name = anchor_set_filename(config, tokenizer, anchor_model_id(SAFE_NAME, safe_model))
     shipped = sorted(p.name for p in SHIPPED_ANCHOR_DIR.glob("anchor-*.json"))
     # A failure here means the weights, anchor prompts, answer length or template changed: rerun
     # scripts/ship_anchor_set.py (the old file would only be dead weight).
-    assert shipped == [f"anchor-{key}.json"]
+    assert shipped == [name]
     rows = json.loads((SHIPPED_ANCHOR_DIR / shipped[0]).read_text(encoding="utf-8"))
     harmful_prompts, benign_prompts = anchor_prompts(config.n_harmful, config.n_benign)
     harmful = [r for r in rows if r["harmful"]]
