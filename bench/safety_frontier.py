@@ -486,7 +486,9 @@ def main() -> None:
     command = "python " + shlex.join(["bench/safety_frontier.py", *sys.argv[1:]])
     # With --resume the file is built by several invocations; all of them are recorded.
     commands = [*doc.get("meta", {}).get("commands", []), command]
+    note = doc.get("meta", {}).get("note")  # written by hand about earlier rows: kept across --resume
     doc["meta"] = {
+        **({"note": note} if note else {}),
         "command": " && ".join(commands),
         "commands": commands,
         "model": args.model,
