@@ -29,7 +29,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import AnchorConfig
-from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat, one_turn, to_device
+from sap_core.data import IGNORE_INDEX, EncodedExample, collate, encode_chat, one_turn, take_cycled, to_device
 from sap_core.generate import generate
 from sap_core.judges import is_refusal
 from sap_core.modeling import autocast_for, base_model_context, task_loss
@@ -239,8 +239,8 @@ class AnchorGuard(StepGuard):
     def _next_batch(self) -> Batch:
         n_benign = min(self.config.benign_per_batch, len(self._benign))
         n_harmful = min(self.config.batch_size - n_benign, len(self._harmful))
-        harmful, self.harmful_cursor = _take(self._harmful, self.harmful_cursor, n_harmful)
-        benign, self.benign_cursor = _take(self._benign, self.benign_cursor, n_benign)
+        harmful, self.harmful_cursor = take_cycled(self._harmful, self.harmful_cursor, n_harmful)
+        benign, self.benign_cursor = take_cycled(self._benign, self.benign_cursor, n_benign)
         device = self.params[0].device
         return to_device(collate(harmful + benign, self._pad_id), device)
 
@@ -292,10 +292,3 @@ class AnchorGuard(StepGuard):
         self.steps = int(state["steps"])
         self.anchored_steps = int(state["anchored_steps"])
         self.projected_steps = int(state["projected_steps"])
-
-
-def _take(pool: Sequence[EncodedExample], cursor: int, k: int) -> tuple[list[EncodedExample], int]:
-    """k examples from ``pool`` cycled from ``cursor``, and the cursor after them."""
-    if not pool or k <= 0:
-        return [], cursor
-    return [pool[(cursor + i) % len(pool)] for i in range(k)], (cursor + k) % len(pool)

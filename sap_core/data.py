@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -172,3 +173,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def target_count(example: EncodedExample) -> int:
     """Tokens of `example` that contribute to HF's shifted loss: labels from position 1 on."""
     return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
+
+
+T = TypeVar("T")
+
+
+def take_cycled(pool: Sequence[T], cursor: int, k: int) -> tuple[list[T], int]:
+    """k items of ``pool`` cycled from ``cursor``, and the cursor after them (resumable state)."""
+    if not pool or k <= 0:
+        return [], cursor
+    return [pool[(cursor + i) % len(pool)] for i in range(k)], (cursor + k) % len(pool)

@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sap_core.config import SapConfig
 from sap_core.contrastive import ContrastiveTriple
-from sap_core.data import IGNORE_INDEX, collate, encode_chat, move_tensor, one_turn, to_device
+from sap_core.data import IGNORE_INDEX, collate, encode_chat, move_tensor, one_turn, take_cycled, to_device
 from sap_core.distributed import current_ranks
 from sap_core.modeling import autocast_for, target_logprobs, task_loss
 
@@ -149,11 +149,10 @@ class SapGuard:
     def contrastive_loss(self) -> torch.Tensor:
         """DPO-style loss without reference model on the next contrastive batch (T = 1)."""
         k = min(self.config.contrastive_batch_size, len(self._pairs))
-        idx = [(self.cursor + i) % len(self._pairs) for i in range(k)]
-        self.cursor = (self.cursor + k) % len(self._pairs)
+        pairs, self.cursor = take_cycled(self._pairs, self.cursor, k)
         device = self.params[0].device
         # One forward over safe+harmful rows: the margin needs both and this halves the launches.
-        both = collate([self._pairs[i][j] for j in (0, 1) for i in idx], self._pad_id)
+        both = collate([pair[j] for j in (0, 1) for pair in pairs], self._pad_id)
         batch = to_device(both, device)
         logp = mean_response_logprobs(self.model, batch)
         return -F.logsigmoid(logp[:k] - logp[k:]).mean()
