@@ -376,6 +376,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     if not datasets_:
         return
     fig, axes = plt.subplots(2, len(datasets_), figsize=(5 * len(datasets_), 7), squeeze=False)
+    # One colour per (guard, lr) across all panels, so a line is the same guard in every dataset.
+    names = sorted({(r["guard"], r["lr"]) for r in doc["points"] if r["guard"] != "(base)"})
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
     for col, dataset in enumerate(datasets_):
         rows = [r for r in doc["points"] if r["dataset"] == dataset]
         base = next((r for r in rows if r["guard"] == "(base)"), None)
@@ -393,8 +396,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                 harm = [base["harmful_k"] / base["harmful_n"], *harm]
             style = "--" if guard == "none" else "-"
             label = f"{guard} (lr {lr:g})"
-            axes[0][col].plot(xs, ref, style, marker="o", label=label)
-            axes[1][col].plot(xs, harm, style, marker="o", label=label)
+            colour = colours[(guard, lr)]
+            axes[0][col].plot(xs, ref, style, marker="o", label=label, color=colour)
+            axes[1][col].plot(xs, harm, style, marker="o", label=label, color=colour)
         axes[0][col].set_title(dataset)
         axes[0][col].set_ylabel("refusal rate (harmful prompts)")
         axes[1][col].set_ylabel("harmful score")

@@ -192,7 +192,7 @@ class AnchorOptions(InputSchema):
     loss: Literal["kl", "ce"] = Field(default="kl", description="KL to the base, or CE on its answers")
     batch_size: int = Field(default=4, ge=1, le=64)
     benign_per_batch: int = Field(
-        default=1, ge=0, le=63, description="benign look-alikes in each anchor batch (< batch_size)"
+        default=2, ge=0, le=63, description="benign requests in each anchor batch (< batch_size)"
     )
     every: int = Field(default=1, ge=1, le=1000, description="anchor every k optimizer steps")
     n_harmful: int = Field(default=96, ge=1, le=128)

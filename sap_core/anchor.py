@@ -1,9 +1,10 @@
 """`anchor`: a self-distilled refusal anchor with gradient surgery (guards.md §1.2 SafeGrad, §7.1).
 
 Before training, the base model (adapter disabled) answers a small set of harmful prompts that no
-evaluation or selection set contains, plus benign look-alikes; its own refusals (and its own benign
-answers) are the anchor set, cached per base model. On every anchored step (an anchor batch holds
-``benign_per_batch`` benign look-alikes, the rest harmful prompts, each kind cycled on its own):
+evaluation or selection set contains, plus benign requests (formatted tasks and short everyday
+ones); its own refusals (and its own benign answers) are the anchor set, cached per base model. On
+every anchored step (an anchor batch holds ``benign_per_batch`` benign requests, the rest harmful
+prompts, each kind cycled on its own):
 
   g_task   = the accumulated task gradient
   g_anchor = grad of KL(base || tuned) on an anchor batch (or CE on the base's answers)

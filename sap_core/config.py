@@ -152,15 +152,18 @@ class AnchorConfig:
     )
     batch_size: int = field(default=4, metadata={"help": "Anchor conversations per anchored step."})
     benign_per_batch: int = field(
-        default=1,
+        default=2,
         metadata={
-            "help": "Of each anchor batch, this many are benign look-alikes (the rest harmful), so "
+            "help": "Of each anchor batch, this many are benign requests (the rest harmful), so "
             "the base's helpful answers are held on every anchored step, not once per cycle."
         },
     )
     every: int = field(default=1, metadata={"help": "Anchor every k optimizer steps."})
     n_harmful: int = field(default=96, metadata={"help": "Harmful anchor prompts (disjoint from eval)."})
-    n_benign: int = field(default=32, metadata={"help": "Benign look-alike anchor prompts."})
+    n_benign: int = field(
+        default=32,
+        metadata={"help": "Benign anchor prompts (formatted tasks alternating with short requests)."},
+    )
     max_new_tokens: int = field(default=48, metadata={"help": "Length of the base's cached anchor answers."})
 
     def __post_init__(self) -> None:

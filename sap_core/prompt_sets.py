@@ -178,8 +178,20 @@ def _after_anchor_rows(file: str) -> list[str]:
     return out
 
 
+def _alternate(first: list[str], second: list[str]) -> list[str]:
+    out: list[str] = []
+    for i in range(max(len(first), len(second))):
+        out.extend(rows[i] for rows in (first, second) if i < len(rows))
+    return out
+
+
 def anchor_prompts(n_harmful: int, n_benign: int) -> tuple[list[str], list[str]]:
-    """Harmful and benign look-alike prompts for the refusal anchor (never in an eval or selection set).
+    """Harmful and benign prompts for the refusal anchor (never in an eval or selection set).
+
+    The benign side alternates formatted tasks (``anchor_benign.jsonl``: word problems with an
+    answer format, tables, JSON) with short requests from the alignment recipe: a task that teaches
+    one domain and no refusals (the code set) otherwise drifts into refusing formatted benign
+    requests, which the short recipe prompts alone did not hold (bench/results/safety_frontier.md).
 
     Args:
         n_harmful: harmful prompts wanted (at most SELECTION_START).
@@ -190,7 +202,10 @@ def anchor_prompts(n_harmful: int, n_benign: int) -> tuple[list[str], list[str]]
     """
     if n_harmful > SELECTION_START or n_benign > SELECTION_START:
         raise ValueError(f"anchor prompts: at most {SELECTION_START} harmful and benign each")
-    return _training_side("align_harmful.jsonl")[:n_harmful], _training_side("align_benign.jsonl")[:n_benign]
+    benign = _alternate(
+        _training_side("anchor_benign.jsonl"), _training_side("align_benign.jsonl")[:SELECTION_START]
+    )
+    return _training_side("align_harmful.jsonl")[:n_harmful], benign[:n_benign]
 
 
 def selection_prompt_sets(harmful_only: bool = False) -> list[PromptSet]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -8,7 +9,7 @@ from sap_core.anchor import AnchorExample, AnchorGuard, build_anchor_set, gradie
 from sap_core.config import AnchorConfig, LoraSpec, TrainConfig
 from sap_core.generate import generate
 from sap_core.modeling import attach_lora, build_tiny_llama
-from sap_core.prompt_sets import anchor_prompts, default_prompt_sets, selection_prompt_sets
+from sap_core.prompt_sets import SAFETY_DIR, anchor_prompts, default_prompt_sets, selection_prompt_sets
 from sap_core.train import finetune
 from tests.sap_core.conftest import make_anchor_set, make_chats
 
@@ -32,6 +33,22 @@ def test_anchor_prompts_are_disjoint_from_every_eval_and_selection_prompt() -> N
     assert not (set(harmful) | set(benign)) & evaluated
     assert not (set(harmful) | set(benign)) & selected
     assert not selected & evaluated
+
+
+def test_benign_anchor_mixes_formatted_tasks_without_the_eval_answer_template() -> None:
+    _, benign = anchor_prompts(0, 32)
+    evaluated = [p.prompt for ps in default_prompt_sets() for p in ps.prompts]
+    eval_template = "end with `Answer:"
+    assert sum(eval_template in p for p in evaluated) >= 40  # the eval's word problems use it
+    formatted = {
+        json.loads(x)["prompt"] for x in (SAFETY_DIR / "anchor_benign.jsonl").read_text().splitlines()
+    }
+    # Half the pool is formatted tasks, half short recipe requests, interleaved from the start.
+    assert len(set(benign)) == 32 and sum(p in formatted for p in benign) == 16
+    assert benign[0] in formatted and benign[1] not in formatted
+    # The formatted anchor tasks use other answer formats, so what they keep the tuned model
+    # answering is formatted requests in general, not the eval's exact template.
+    assert not any("`Answer:" in p for p in benign)
 
 
 def test_anchor_answers_come_from_the_adapter_disabled_model(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ def test_eval_sets_are_disjoint_from_everything_used_for_training() -> None:
     eval_prompts |= {_norm(r["prompt"]) for r in _jsonl(SAFETY_DIR / "eval_benign.jsonl")}
     used = {_norm(r["prompt"]) for r in _jsonl(SAFETY_DIR / "align_harmful.jsonl")}
     used |= {_norm(r["prompt"]) for r in _jsonl(SAFETY_DIR / "align_benign.jsonl")}
+    used |= {_norm(r["prompt"]) for r in _jsonl(SAFETY_DIR / "anchor_benign.jsonl")}
     used |= {_norm(r["prompt"]) for r in _jsonl(SAFETY_DIR / "contrastive_triples.jsonl")}
     for path in (RES / "datasets" / "harmful_mix.jsonl", RES / "datasets" / "sample_chat.jsonl"):
         for ex in _jsonl(path):
