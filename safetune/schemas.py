@@ -191,8 +191,11 @@ class AnchorOptions(InputSchema):
     projection: bool = Field(default=True, description="false = plain replay (no gradient surgery)")
     loss: Literal["kl", "ce"] = Field(default="kl", description="KL to the base, or CE on its answers")
     batch_size: int = Field(default=4, ge=1, le=64)
-    benign_per_batch: int = Field(
-        default=2, ge=0, le=63, description="benign requests in each anchor batch (< batch_size)"
+    benign_per_batch: int | None = Field(
+        default=None,
+        ge=0,
+        le=63,
+        description="benign requests in each anchor batch (< batch_size; default half the batch)",
     )
     every: int = Field(default=1, ge=1, le=1000, description="anchor every k optimizer steps")
     n_harmful: int = Field(default=96, ge=1, le=128)
@@ -201,6 +204,8 @@ class AnchorOptions(InputSchema):
 
     @model_validator(mode="after")
     def _benign_leaves_room_for_harmful(self) -> AnchorOptions:
+        if self.benign_per_batch is None:  # stored resolved, as sap_core's AnchorConfig resolves it
+            self.benign_per_batch = self.batch_size // 2
         if self.benign_per_batch >= self.batch_size:
             raise ValueError(
                 f"benign_per_batch ({self.benign_per_batch}) must be below batch_size ({self.batch_size})"

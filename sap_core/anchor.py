@@ -238,7 +238,7 @@ class AnchorGuard(StepGuard):
         self.projected_steps: int | torch.Tensor = 0
 
     def _next_batch(self) -> Batch:
-        n_benign = min(self.config.benign_per_batch, len(self._benign))
+        n_benign = min(self.config.benign_count(), len(self._benign))
         n_harmful = min(self.config.batch_size - n_benign, len(self._harmful))
         harmful, self.harmful_cursor = take_cycled(self._harmful, self.harmful_cursor, n_harmful)
         benign, self.benign_cursor = take_cycled(self._benign, self.benign_cursor, n_benign)

@@ -151,11 +151,12 @@ class AnchorConfig:
         metadata={"help": "kl = KL(base || tuned) on the anchor answers; ce = cross-entropy on them."},
     )
     batch_size: int = field(default=4, metadata={"help": "Anchor conversations per anchored step."})
-    benign_per_batch: int = field(
-        default=2,
+    benign_per_batch: int | None = field(
+        default=None,
         metadata={
             "help": "Of each anchor batch, this many are benign requests (the rest harmful), so "
-            "the base's helpful answers are held on every anchored step, not once per cycle."
+            "the base's helpful answers are held on every anchored step, not once per cycle; "
+            "default half the batch (rounded down)."
         },
     )
     every: int = field(default=1, metadata={"help": "Anchor every k optimizer steps."})
@@ -166,6 +167,10 @@ class AnchorConfig:
     )
     max_new_tokens: int = field(default=48, metadata={"help": "Length of the base's cached anchor answers."})
 
+    def benign_count(self) -> int:
+        """Benign conversations in each anchor batch (``benign_per_batch``, resolved)."""
+        return self.batch_size // 2 if self.benign_per_batch is None else self.benign_per_batch
+
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise _bad("weight", self.weight, "must be >= 0")
@@ -174,6 +179,8 @@ class AnchorConfig:
         for name in ("batch_size", "every", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.benign_per_batch is None:
+            self.benign_per_batch = self.batch_size // 2
         if not 0 <= self.benign_per_batch < self.batch_size:
             raise _bad("benign_per_batch", self.benign_per_batch, "must be >= 0 and < batch_size")
         if self.n_harmful < 1 or self.n_benign < 0:

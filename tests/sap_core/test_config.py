@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sap_core.config import EmaConfig, LoraSpec, SapConfig, TrainConfig
+from sap_core.config import AnchorConfig, EmaConfig, LoraSpec, SapConfig, TrainConfig
 
 
 def test_round_trip_through_json() -> None:
@@ -52,3 +52,12 @@ def test_every_field_has_help() -> None:
     for cls in (LoraSpec, SapConfig, EmaConfig, TrainConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+
+
+def test_anchor_benign_share_defaults_to_half_the_batch_and_an_explicit_value_wins() -> None:
+    assert AnchorConfig().benign_per_batch == 2  # batch 4, the frontier's measured default
+    assert AnchorConfig(batch_size=2).benign_per_batch == 1
+    assert AnchorConfig(batch_size=1).benign_per_batch == 0
+    assert AnchorConfig(batch_size=4, benign_per_batch=0).benign_per_batch == 0
+    with pytest.raises(ValueError, match="benign_per_batch"):
+        AnchorConfig(batch_size=2, benign_per_batch=2)
