@@ -204,7 +204,9 @@ class AnchorOptions(InputSchema):
 
     @model_validator(mode="after")
     def _benign_leaves_room_for_harmful(self) -> AnchorOptions:
-        if self.benign_per_batch is None:  # stored resolved, as sap_core's AnchorConfig resolves it
+        # Stored resolved, by the rule of sap_core's AnchorConfig.benign_count (safetune cannot import
+        # sap_core; tests/safetune/test_guard_names.py holds the two equal).
+        if self.benign_per_batch is None:
             self.benign_per_batch = self.batch_size // 2
         if self.benign_per_batch >= self.batch_size:
             raise ValueError(

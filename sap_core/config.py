@@ -179,8 +179,7 @@ class AnchorConfig:
         for name in ("batch_size", "every", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
-        if self.benign_per_batch is None:
-            self.benign_per_batch = self.batch_size // 2
+        self.benign_per_batch = self.benign_count()
         if not 0 <= self.benign_per_batch < self.batch_size:
             raise _bad("benign_per_batch", self.benign_per_batch, "must be >= 0 and < batch_size")
         if self.n_harmful < 1 or self.n_benign < 0:

@@ -47,3 +47,7 @@ def test_the_api_and_sap_core_default_to_the_same_anchor_settings() -> None:
     core = config.AnchorConfig()
     assert api == {name: getattr(core, name) for name in api}
     assert set(api) == set(vars(core))
+    # The benign share defaults to a rule of the batch size, written on both sides: same result.
+    for batch_size in (1, 2, 3, 5):
+        resolved = schemas.AnchorOptions(batch_size=batch_size).benign_per_batch
+        assert resolved == config.AnchorConfig(batch_size=batch_size).benign_per_batch
